@@ -1,0 +1,107 @@
+"""The API application: routes of every API, auth, errors, request ids."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from oslo_config import cfg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from teapot import config, crypto
+from teapot.api import common
+from teapot.api.auth import TokenValidator
+from teapot.api.errors import APIError, error_response
+from teapot.api.hosts import routes as host_routes
+from teapot.api.policy import Enforcer, Forbidden
+from teapot.db import engine as db_engine
+from teapot.db.hosts import NotFound
+from teapot.resources.errors import ValidationError
+
+LOG = logging.getLogger(__name__)
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _version(request: Request) -> dict:
+    base = _base_url(request)
+    return {"id": "v1", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v1/"}]}
+
+
+async def root(request: Request) -> JSONResponse:
+    return JSONResponse({"versions": [_version(request)], "name": "Teapot API",
+                         "description": "Bare-metal Kubernetes clouds beside OpenStack"})
+
+
+async def v1(request: Request) -> JSONResponse:
+    base = _base_url(request)
+    return JSONResponse({**_version(request), "media_types": [{"base": "application/json"}],
+                         "hosts": [{"rel": "self", "href": f"{base}/v1/hosts/"}]})
+
+
+def _with_request_id(app: Starlette):
+    async def middleware(scope, receive, send):
+        if scope["type"] == "http":
+            request_id = f"req-{uuid.uuid4()}"
+            scope.setdefault("state", {})["request_id"] = request_id
+
+            async def send_with_id(message):
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    if not any(k.lower() == b"x-openstack-request-id" for k, _ in headers):
+                        headers.append((b"x-openstack-request-id", request_id.encode()))
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            return await app(scope, receive, send_with_id)
+        return await app(scope, receive, send)
+
+    return middleware
+
+
+def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
+    routes = [Route("/", root), Route("/v1", v1), Route("/v1/", v1)]
+    for route in host_routes.ROUTES:
+        routes.append(Route(route.path, common.handler(route.endpoint), methods=list(route.methods)))
+
+    async def on_api_error(request, exc: APIError):
+        return error_response(request, exc.status, exc.detail, exc.code)
+
+    async def on_validation(request, exc: ValidationError):
+        return error_response(request, 400, str(exc), "invalid_input")
+
+    async def on_not_found(request, exc: NotFound):
+        return error_response(request, 404, f"no host {exc.args[0]!r}", "not_found")
+
+    async def on_forbidden(request, exc: Forbidden):
+        return error_response(request, 403, str(exc), "forbidden")
+
+    async def on_error(request, exc: Exception):
+        LOG.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal error; the request id is in the server log")
+
+    app = Starlette(routes=routes, exception_handlers={
+        APIError: on_api_error, ValidationError: on_validation, NotFound: on_not_found,
+        Forbidden: on_forbidden, Exception: on_error,
+    })
+    engine = db_engine.make_engine(conf.database.connection)
+    app.state.sessionmaker = db_engine.make_sessionmaker(engine)
+    app.state.fernet = crypto.load_or_create_key(conf.secrets.key_file)
+    app.state.enforcer = Enforcer(conf)
+    app.state.base_url = _base_url
+    ka = conf.keystone_authtoken
+    app.state.validator = validator or TokenValidator(
+        ka.auth_url, ka.username, ka.password, ka.project_name, ka.user_domain_name,
+        ka.project_domain_name, ka.cache_seconds)
+    return _with_request_id(app)
+
+
+def create_app():
+    """uvicorn factory: configuration from TEAPOT_CONFIG."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return build(config.load())

@@ -1,0 +1,30 @@
+"""OpenStack API-SIG error bodies (the shape Magnum uses): {"errors": [{...}]}."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+
+class APIError(Exception):
+    def __init__(self, status: int, detail: str, code: str | None = None):
+        self.status = status
+        self.detail = detail
+        self.code = code or HTTPStatus(status).phrase.lower().replace(" ", "_")
+        super().__init__(detail)
+
+
+def error_response(request: Request, status: int, detail: str, code: str | None = None) -> JSONResponse:
+    title = HTTPStatus(status).phrase
+    body = {"errors": [{
+        "request_id": getattr(request.state, "request_id", ""),
+        "code": f"teapot.{code or title.lower().replace(' ', '_')}",
+        "status": status,
+        "title": title,
+        "detail": detail,
+        "links": [],
+    }]}
+    return JSONResponse(body, status_code=status,
+                        headers={"X-OpenStack-Request-Id": getattr(request.state, "request_id", "")})

@@ -1,0 +1,1 @@
+"""The hosts API (admin only): Metal³ BareMetalHost semantics over REST."""

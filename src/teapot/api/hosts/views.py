@@ -1,0 +1,31 @@
+"""How a host looks in responses. Credentials and user data never leave; only that they are set."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from teapot.db.models import Host
+from teapot.resources.host import INTERNAL_STATUS
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def host(row: Host, base_url: str) -> dict:
+    spec = copy.deepcopy(row.spec)
+    status = {k: v for k, v in row.status.items() if k not in INTERNAL_STATUS}
+    return {
+        "uuid": row.uuid,
+        "name": row.name,
+        "labels": row.labels,
+        "spec": spec,
+        "status": status,
+        "state": row.state,
+        "deletionRequested": row.deleting,
+        "generation": row.generation,
+        "createdAt": _iso(row.created_at),
+        "updatedAt": _iso(row.updated_at),
+        "links": [{"rel": "self", "href": f"{base_url}/v1/hosts/{row.uuid}"}],
+    }

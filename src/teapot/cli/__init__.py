@@ -1,0 +1,1 @@
+"""The `teapot` command, one module per command group."""

@@ -1,0 +1,66 @@
+"""A small client for Teapot's API: Keystone auth and the catalog through openstacksdk/keystoneauth1."""
+
+from __future__ import annotations
+
+from keystoneauth1 import adapter
+from keystoneauth1 import exceptions as ksa_exc
+
+SERVICE_TYPE = "teapot"
+
+
+class TeapotError(Exception):
+    """An API error, with the server's explanation."""
+
+
+def _detail(response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        if errors:
+            return errors[0].get("detail") or errors[0].get("title")
+    except ValueError:
+        pass
+    return f"{response.status_code} {response.reason}"
+
+
+class TeapotClient:
+    def __init__(self, session, region_name: str | None = None, interface: str = "public"):
+        self.api = adapter.Adapter(session, service_type=SERVICE_TYPE, interface=interface,
+                                   region_name=region_name, raise_exc=False)
+
+    @classmethod
+    def from_cloud(cls, cloud: str | None, config_file: str | None = None) -> TeapotClient:
+        import openstack.config
+
+        loader = openstack.config.OpenStackConfig(config_files=[config_file] if config_file else None)
+        try:
+            region = loader.get_one(cloud=cloud)
+        except Exception as e:  # openstacksdk raises several kinds for a missing or broken cloud
+            raise TeapotError(f"cloud {cloud!r}: {e}") from None
+        return cls(region.get_session(), region.region_name, region.config.get("interface", "public"))
+
+    def _call(self, method: str, path: str, **kwargs):
+        try:
+            response = self.api.request(path, method, **kwargs)
+        except ksa_exc.EndpointNotFound:
+            raise TeapotError("no Teapot endpoint in the catalog (service type 'teapot')") from None
+        except ksa_exc.ClientException as e:
+            raise TeapotError(str(e)) from None
+        if response.status_code >= 400:
+            raise TeapotError(_detail(response))
+        return response.json() if response.content else None
+
+    def list_hosts(self) -> list[dict]:
+        return self._call("GET", "/hosts")["hosts"]
+
+    def get_host(self, ident: str) -> dict:
+        return self._call("GET", f"/hosts/{ident}")
+
+    def create_host(self, body: dict) -> dict:
+        return self._call("POST", "/hosts", json=body)
+
+    def update_host(self, ident: str, patch: dict) -> dict:
+        return self._call("PATCH", f"/hosts/{ident}", json=patch,
+                          headers={"Content-Type": "application/merge-patch+json"})
+
+    def delete_host(self, ident: str) -> dict:
+        return self._call("DELETE", f"/hosts/{ident}")

@@ -1,0 +1,106 @@
+"""The host reconciler: one step of the host state machine, with the provisioner, under a lease."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet
+from sqlalchemy.orm import sessionmaker
+
+from teapot.db import hosts as host_db
+from teapot.db.models import Host, HostEvent
+from teapot.drivers.provisioner.base import HostTarget, Provisioner
+from teapot.resources import host as hsm
+
+LOG = logging.getLogger(__name__)
+MAX_STEPS = 8  # state changes that need no waiting are taken in one go
+
+
+@dataclass(frozen=True)
+class Timing:
+    busy: float = 1.0
+    resync: float = 15.0
+    lease: float = 30.0
+    max_backoff: float = 300.0
+
+
+class HostReconciler:
+    kind = "host"
+
+    def __init__(self, sm: sessionmaker, provisioner: Provisioner, fernet: Fernet, owner: str,
+                 timing: Timing):
+        self.sm = sm
+        self.provisioner = provisioner
+        self.fernet = fernet
+        self.owner = owner
+        self.timing = timing
+
+    def due(self, now: float, limit: int) -> list[int]:
+        return host_db.due(self.sm, now, limit)
+
+    def refresh(self) -> None:
+        self.provisioner.refresh()
+
+    def reconcile(self, host_id: int) -> None:
+        if not host_db.acquire_lease(self.sm, host_id, self.owner, self.timing.lease):
+            return
+        try:
+            for _ in range(MAX_STEPS):
+                if not self._step(host_id):
+                    break
+        finally:
+            host_db.release_lease(self.sm, host_id, self.owner)
+
+    def _load(self, host_id: int) -> Host | None:
+        with self.sm() as session:
+            return session.get(Host, host_id)
+
+    def _target(self, row: Host) -> HostTarget:
+        return HostTarget(
+            name=row.name, uuid=row.uuid, spec=row.spec,
+            node_id=row.status.get("provisioning", {}).get("ID", ""),
+            username=row.bmc_username,
+            password=self.fernet.decrypt(row.bmc_password).decode(),
+            user_data=self.fernet.decrypt(row.user_data).decode() if row.user_data else None,
+            issued=row.status.get("issued"),
+        )
+
+    def _step(self, host_id: int) -> bool:
+        """One step; True when the next step can follow at once."""
+        row = self._load(host_id)
+        if row is None:
+            return False
+        view = hsm.HostView(name=row.name, spec=row.spec, state=row.state, status=row.status,
+                            deleting=row.deleting, bmc_version=row.bmc_version)
+        now = time.time()
+        step = hsm.plan(view)
+        if isinstance(step, hsm.Transition):
+            nxt = hsm.transition(view, step.to, now)
+            operation, outcome_text = f"-> {step.to}", "transition"
+        else:
+            started = now
+            try:
+                outcome = getattr(self.provisioner, step.name)(self._target(row), **step.args)
+            except Exception as e:  # a driver failure is recorded on the host, never lost
+                LOG.warning("host %s: %s failed: %s", row.name, step.name, e)
+                outcome = hsm.Outcome(error=f"{step.name} failed: {e}")
+            now = time.time()
+            nxt = hsm.advance(view, step, outcome, now, busy=self.timing.busy,
+                              resync=self.timing.resync, max_backoff=self.timing.max_backoff)
+            operation = step.name
+            outcome_text = outcome.error or ("done" if outcome.done else f"in progress ({outcome.issued or 'waiting'})")
+            if outcome.issued or outcome.done or outcome.error:
+                host_db.record_event(self.sm, HostEvent(
+                    host_uuid=row.uuid, conductor=self.owner, state=row.state, operation=operation,
+                    started_at=started, finished_at=now, outcome=outcome_text))
+        if nxt.state == hsm.GONE:
+            host_db.remove(self.sm, host_id, self.owner)
+            LOG.info("host %s deleted", row.name)
+            return False
+        if nxt.state != row.state:
+            LOG.info("host %s: %s -> %s", row.name, row.state, nxt.state)
+        saved = host_db.save_status(self.sm, host_id, self.owner, row.generation, nxt.state, nxt.status,
+                                    now + nxt.delay, self.timing.lease)
+        return saved and nxt.delay == 0.0

@@ -1,0 +1,63 @@
+"""Teapot's own configuration (`teapot.conf`, oslo.config), one ConfigOpts per process."""
+
+from __future__ import annotations
+
+import os
+
+from oslo_config import cfg
+
+OPTS = {
+    "api": [
+        cfg.HostAddressOpt("host", default="127.0.0.1", help="Address the API binds to."),
+        cfg.PortOpt("port", default=9511, help="Port the API listens on."),
+    ],
+    "database": [
+        cfg.StrOpt("connection", required=True, help="SQLAlchemy URL of Teapot's database."),
+    ],
+    "keystone_authtoken": [
+        cfg.URIOpt("auth_url", required=True, help="Keystone v3 URL used to validate tokens."),
+        cfg.StrOpt("username", default="teapot"),
+        cfg.StrOpt("password", secret=True, required=True),
+        cfg.StrOpt("project_name", default="service"),
+        cfg.StrOpt("user_domain_name", default="Default"),
+        cfg.StrOpt("project_domain_name", default="Default"),
+        cfg.IntOpt("cache_seconds", default=300, min=0,
+                   help="How long a validated token is trusted before Keystone is asked again."),
+    ],
+    "ironic": [
+        cfg.URIOpt("endpoint", required=True, help="Ironic API URL (standalone, no Keystone)."),
+        cfg.BoolOpt("emulated_deploy", default=False,
+                    help="Deploy with Ironic's fake boot and deploy interfaces, keeping real power "
+                         "control: for emulated hosts that have BMCs but no disks."),
+    ],
+    "conductor": [
+        cfg.StrOpt("id", help="Conductor identity for leases; defaults to hostname and PID."),
+        cfg.IntOpt("workers", default=16, min=1, help="Hosts reconciled at once."),
+        cfg.FloatOpt("poll_interval", default=0.5, min=0.05,
+                     help="Seconds between looks for hosts that need work."),
+        cfg.FloatOpt("busy_interval", default=1.0, min=0.1,
+                     help="Seconds between checks on a host whose operation is under way."),
+        cfg.FloatOpt("resync_interval", default=15.0, min=1.0,
+                     help="Seconds between checks on a settled host (power state)."),
+        cfg.FloatOpt("lease_seconds", default=30.0, min=1.0,
+                     help="How long a host lease lasts without renewal."),
+        cfg.FloatOpt("max_backoff", default=300.0, min=1.0,
+                     help="Longest wait before retrying a failed operation."),
+    ],
+    "secrets": [
+        cfg.StrOpt("key_file", required=True,
+                   help="Fernet key file that encrypts BMC credentials and user data at rest; "
+                        "created (0600) when missing."),
+    ],
+}
+
+
+def load(config_file: str | None = None) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    for group, opts in OPTS.items():
+        conf.register_opts(opts, group=group)
+    path = config_file or os.environ.get("TEAPOT_CONFIG")
+    if not path:
+        raise SystemExit("no configuration: pass --config-file or set TEAPOT_CONFIG")
+    conf(args=[], project="teapot", default_config_files=[path], use_env=False)
+    return conf

@@ -1,0 +1,1 @@
+"""The deployer: every service described once, read by two targets (local, kubernetes)."""

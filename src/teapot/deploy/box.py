@@ -1,0 +1,182 @@
+"""Teapot in a box: every service on this machine, emulated hosts enrolled, one `ready:` line.
+
+`run()` brings the box up in dependency order, writes `clouds.yaml`, enrolls the emulated hosts,
+waits until they are available, then supervises until SIGINT/SIGTERM, when it stops every child.
+Everything lives in the state directory; a second run with the same directory resumes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from teapot.deploy import keystone_setup
+from teapot.deploy.secrets import SecretStore, write_private
+from teapot.deploy.service import order
+from teapot.deploy.services import box as box_services
+from teapot.deploy.services import sushy_emulator
+from teapot.deploy.targets.local import DeployError, LocalContext, LocalTarget, log_tail
+
+DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511}
+CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
+          "teapot-demo": ("demo", "demo", "demo-password")}
+
+
+class Box:
+    def __init__(self, state_dir: Path, hosts: int | None = None, port_base: int | None = None,
+                 say=print):
+        self.state_dir = state_dir.resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.say = say
+        settings_file = self.state_dir / "box.yaml"
+        saved = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
+        ports = dict(saved.get("ports") or DEFAULT_PORTS)
+        if port_base is not None:
+            ports = {name: port_base + i for i, name in enumerate(DEFAULT_PORTS)}
+        self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))
+        if self.hosts < 0:
+            raise DeployError("--hosts must be 0 or more")
+        settings_file.write_text(yaml.safe_dump({"hosts": self.hosts, "ports": ports}))
+        self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
+                                settings={"profile": "box", "hosts": self.hosts})
+        self.target = LocalTarget(self.ctx, say=say)
+        self.stop_requested = threading.Event()
+
+    # -- pieces ------------------------------------------------------------------------------------
+    @property
+    def clouds_file(self) -> Path:
+        return self.state_dir / "clouds.yaml"
+
+    def write_clouds(self) -> None:
+        auth_url = self.ctx.url("keystone") + "/v3"
+        clouds = {
+            cloud: {
+                "auth": {"auth_url": auth_url, "username": user, "password": self.ctx.secret(secret),
+                         "project_name": project, "user_domain_name": "Default",
+                         "project_domain_name": "Default"},
+                "region_name": "RegionOne", "identity_api_version": 3, "interface": "public",
+            }
+            for cloud, (user, project, secret) in CLOUDS.items()
+        }
+        write_private(self.clouds_file, yaml.safe_dump({"clouds": clouds}, sort_keys=False))
+
+    def setup_identities(self, services) -> None:
+        conn = keystone_setup.admin_connection(self.ctx.url("keystone") + "/v3",
+                                               self.ctx.secret("admin-password"))
+        keystone_setup.ensure_user(conn, "demo", self.ctx.secret("demo-password"), "demo", ["member"])
+        for service in services:
+            if service.keystone:
+                keystone_setup.register(conn, service.keystone,
+                                        self.ctx.url(service.name) + service.keystone.url_path,
+                                        self.ctx.secret)
+
+    def _api(self):
+        from teapot.cli.client import TeapotClient
+
+        return TeapotClient.from_cloud("teapot-admin", str(self.clouds_file))
+
+    def enroll(self) -> list[str]:
+        api = self._api()
+        existing = {h["name"] for h in api.list_hosts()}
+        names = []
+        bmc = self.ctx.url("sushy-emulator").replace("http://", "redfish+http://")
+        for host in sushy_emulator.emulated_hosts(self.hosts):
+            names.append(host["name"])
+            if host["name"] in existing:
+                continue
+            api.create_host({
+                "name": host["name"],
+                "labels": {"teapot.openstack.org/emulated": "true"},
+                "spec": {
+                    "online": False,
+                    "bootMACAddress": host["mac"],
+                    "bmc": {"address": f"{bmc}/redfish/v1/Systems/{host['uuid']}",
+                            "credentialsName": f"{host['name']}-bmc-secret"},
+                    "automatedCleaningMode": "metadata",
+                },
+                "bmcCredentials": {"username": sushy_emulator.BMC_USERNAME,
+                                   "password": self.ctx.secret("bmc-password")},
+            })
+        return names
+
+    def wait_available(self, names: list[str], timeout: float = 600.0) -> None:
+        api = self._api()
+        deadline = time.monotonic() + timeout
+        reported: set[str] = set()
+        while not self.stop_requested.is_set():
+            hosts = {h["name"]: h for h in api.list_hosts() if h["name"] in names}
+            settled = [n for n, h in hosts.items() if h["state"] in ("available", "provisioned")]
+            for name, h in hosts.items():
+                message = h["status"].get("errorMessage")
+                if message and name not in reported:
+                    self.say(f"host {name}: {h['status'].get('errorType', 'error')}: {message} (retrying)")
+                    reported.add(name)
+            if len(settled) == len(names):
+                return
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise DeployError(f"hosts not available after {timeout:.0f} s: "
+                                  f"{sorted(set(names) - set(settled))}")
+            time.sleep(0.25)
+
+    def _check_children(self) -> None:
+        for running, code in self.target.exited():
+            raise DeployError(f"{running.service.name} exited with code {code}; last lines of "
+                              f"{running.log}:\n{log_tail(running.log)}")
+
+    # -- the whole ---------------------------------------------------------------------------------
+    def start(self) -> float:
+        """Bring everything up; returns seconds taken to `ready`."""
+        started = time.monotonic()
+        services = order(box_services())
+        for service in services:
+            if self.stop_requested.is_set():
+                raise KeyboardInterrupt
+            self.say(f"starting {service.name} on {self.ctx.bind_host}"
+                     + (f":{self.ctx.port(service.name)}" if service.port else ""))
+            self.target.up(service)
+            if service.name == "keystone":
+                self.setup_identities(services)
+                self.write_clouds()
+        names = self.enroll()
+        self.wait_available(names)
+        return time.monotonic() - started
+
+    def supervise(self) -> None:
+        while not self.stop_requested.wait(0.5):
+            self._check_children()
+
+    def stop(self) -> None:
+        self.target.stop_all()
+
+
+def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print) -> int:
+    box = Box(state_dir, hosts, port_base, say)
+
+    def request_stop(signum, _frame):
+        box.stop_requested.set()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        seconds = box.start()
+        say(f"ready: {box.hosts} hosts available in {seconds:.1f} s; "
+            f"export OS_CLIENT_CONFIG_FILE={box.clouds_file} and use --os-cloud teapot-admin or teapot-demo")
+        box.supervise()
+        return 0
+    except DeployError as e:
+        say(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        say("stopping")
+        box.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        say("stopped")

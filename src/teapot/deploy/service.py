@@ -1,0 +1,130 @@
+"""The declarative description of a service.
+
+A `Service` says what a service is: its package and image, the config files it reads (rendered from a
+`Context`), its database, the steps that bootstrap it, the command that runs it, how to tell it is ready,
+what it depends on and how it is registered in Keystone. Targets (`targets/local.py` for `teapot up`,
+and the Kubernetes target) read the same descriptions; a service is never written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Context(Protocol):
+    """What a target knows and a description needs: where things are, and the generated secrets."""
+
+    bind_host: str
+
+    def port(self, service: str) -> int: ...
+
+    def url(self, service: str) -> str:
+        """The base URL other services use to reach `service`."""
+
+    def config_path(self, service: str, name: str) -> str:
+        """Where `service` finds its config file `name`."""
+
+    def data_path(self, service: str, name: str) -> str:
+        """A directory or file of `service`'s own persistent data."""
+
+    def database_url(self, service: str) -> str: ...
+
+    def secret(self, name: str) -> str:
+        """A generated secret, created on first use and stable afterwards."""
+
+    @property
+    def settings(self) -> Mapping[str, object]:
+        """Target-wide settings (e.g. `hosts` for the emulated hosts of a box, `profile`)."""
+
+
+Render = Callable[[Context], str]
+Argv = Callable[[Context], Sequence[str]]
+Env = Callable[[Context], Mapping[str, str]]
+
+
+def _no_env(ctx: Context) -> Mapping[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    name: str
+    render: Render
+    secret: bool = False  # holds credentials: 0600 locally, a Secret on Kubernetes
+
+
+@dataclass(frozen=True)
+class Step:
+    """A bootstrap step. `once` steps run on first start only; the others on every start."""
+
+    name: str
+    argv: Argv
+    env: Env = _no_env
+    once: bool = False
+
+
+@dataclass(frozen=True)
+class Readiness:
+    path: str  # HTTP GET on the service's URL + path
+    ok_status: tuple[int, ...] = (200, 300)
+
+
+@dataclass(frozen=True)
+class KeystoneRegistration:
+    """A catalog entry and a service user (in project `service`, with the `service` role)."""
+
+    service_type: str
+    service_name: str
+    url_path: str = ""
+    user: str | None = None
+    password_secret: str | None = None
+    roles: tuple[str, ...] = ("service",)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    description: str
+    package: str  # PyPI requirement for local installs
+    image: str  # container image name (without registry and tag) for Kubernetes
+    command: Argv
+    env: Env = _no_env
+    port: int | None = None
+    config_files: tuple[ConfigFile, ...] = ()
+    database: str | None = None
+    bootstrap: tuple[Step, ...] = ()
+    readiness: Readiness | None = None
+    depends_on: tuple[str, ...] = ()
+    keystone: KeystoneRegistration | None = None
+    config_dir: str = ""  # services that share config files name the same directory
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+def config_dir(service: Service) -> str:
+    return service.config_dir or service.name
+
+
+def order(services: Sequence[Service]) -> list[Service]:
+    """Services in dependency order; a missing or circular dependency is an error naming it."""
+    by_name = {s.name: s for s in services}
+    done: dict[str, Service] = {}
+    visiting: set[str] = set()
+
+    def visit(service: Service) -> None:
+        if service.name in done:
+            return
+        if service.name in visiting:
+            raise ValueError(f"services depend on each other in a circle at {service.name!r}")
+        visiting.add(service.name)
+        for dep in service.depends_on:
+            if dep not in by_name:
+                raise ValueError(f"service {service.name!r} depends on {dep!r}, which is not enabled")
+            visit(by_name[dep])
+        visiting.discard(service.name)
+        done[service.name] = service
+
+    for service in services:
+        visit(service)
+    return list(done.values())

@@ -1,0 +1,87 @@
+"""Teapot itself: the API (behind Keystone) and the conductor, sharing one config file."""
+
+from __future__ import annotations
+
+from teapot.deploy import ini
+from teapot.deploy.service import (
+    ConfigFile,
+    Context,
+    KeystoneRegistration,
+    Readiness,
+    Service,
+    Step,
+)
+
+API_NAME = "teapot-api"
+CONDUCTOR_NAME = "teapot-conductor"
+SERVICE_TYPE = "teapot"
+
+
+def teapot_conf(ctx: Context) -> str:
+    box = ctx.settings.get("profile") == "box"
+    return ini.render({
+        "DEFAULT": {"debug": False},
+        "api": {"host": ctx.bind_host, "port": ctx.port(API_NAME)},
+        "database": {"connection": ctx.database_url("teapot")},
+        "keystone_authtoken": {
+            "auth_url": ctx.url("keystone") + "/v3",
+            "username": "teapot",
+            "password": ctx.secret("teapot-password"),
+            "project_name": "service",
+            "user_domain_name": "Default",
+            "project_domain_name": "Default",
+        },
+        "ironic": {
+            "endpoint": ctx.url("ironic"),
+            # Emulated hosts have real (emulated) BMCs but no disks: the box deploys with Ironic's
+            # fake deploy interface and controls power over Redfish.
+            "emulated_deploy": box,
+        },
+        "secrets": {"key_file": ctx.data_path("teapot", "secret.key")},
+    })
+
+
+def _conf(ctx: Context) -> str:
+    return ctx.config_path("teapot", "teapot.conf")
+
+
+def _env(ctx: Context) -> dict[str, str]:
+    return {"TEAPOT_CONFIG": _conf(ctx)}
+
+
+_CONFIG = (ConfigFile("teapot.conf", teapot_conf, secret=True),)
+
+API = Service(
+    name=API_NAME,
+    description="Teapot API",
+    package="teapot",
+    image="teapot",
+    port=9511,
+    config_files=_CONFIG,
+    config_dir="teapot",
+    database="teapot",
+    bootstrap=(Step("db upgrade", lambda ctx: ["teapot", "db", "upgrade", "--config-file", _conf(ctx)]),),
+    command=lambda ctx: [
+        "uvicorn", "--factory", "teapot.api.app:create_app", "--host", ctx.bind_host,
+        "--port", str(ctx.port(API_NAME)), "--no-access-log", "--log-level", "warning",
+    ],
+    env=_env,
+    readiness=Readiness("/"),
+    depends_on=("keystone",),
+    keystone=KeystoneRegistration(
+        service_type=SERVICE_TYPE, service_name="teapot", url_path="/v1",
+        user="teapot", password_secret="teapot-password",
+    ),
+)
+
+CONDUCTOR = Service(
+    name=CONDUCTOR_NAME,
+    description="Teapot conductor",
+    package="teapot",
+    image="teapot",
+    config_files=_CONFIG,
+    config_dir="teapot",
+    command=lambda ctx: ["teapot", "conductor", "--config-file", _conf(ctx)],
+    env=_env,
+    depends_on=(API_NAME, "ironic"),
+)

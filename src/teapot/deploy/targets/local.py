@@ -1,0 +1,242 @@
+"""The local target: services as processes on this machine, bound to loopback (used by `teapot up`).
+
+Each service gets `DIR/etc/<service>/` for its config files, `DIR/data/<service>/` for its data (SQLite
+databases among it) and `DIR/logs/<service>.log`. Bootstrap steps marked `once` leave a marker in
+`DIR/data/<service>/` so a second start skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from teapot.deploy.secrets import SecretStore, write_private
+from teapot.deploy.service import Service, config_dir
+
+
+class DeployError(Exception):
+    """A service could not be set up or started; the message says which and why."""
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class LocalContext:
+    state_dir: Path
+    ports: Mapping[str, int]
+    secrets: SecretStore
+    settings: Mapping[str, object] = field(default_factory=dict)
+    bind_host: str = "127.0.0.1"
+
+    def port(self, service: str) -> int:
+        try:
+            return self.ports[service]
+        except KeyError:
+            raise DeployError(f"no port is set for service {service!r}") from None
+
+    def url(self, service: str) -> str:
+        return f"http://{self.bind_host}:{self.port(service)}"
+
+    def config_path(self, service: str, name: str) -> str:
+        return str(self.state_dir / "etc" / service / name)
+
+    def data_path(self, service: str, name: str) -> str:
+        return str(self.state_dir / "data" / service / name)
+
+    def database_url(self, service: str) -> str:
+        return f"sqlite:///{self.state_dir / 'data' / service / (service + '.sqlite')}"
+
+    def secret(self, name: str) -> str:
+        return self.secrets.get(name)
+
+    def log_path(self, service: str) -> Path:
+        return self.state_dir / "logs" / f"{service}.log"
+
+
+def _bin_dir() -> str:
+    return str(Path(sys.executable).parent)
+
+
+def _environ(extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = _bin_dir() + os.pathsep + env.get("PATH", "")
+    env.pop("OS_CLOUD", None)  # services configure themselves from their files, not the user's cloud
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Running:
+    service: Service
+    process: subprocess.Popen
+    log: Path
+
+
+class LocalTarget:
+    """Renders, bootstraps, starts and stops services as local processes."""
+
+    def __init__(self, ctx: LocalContext, say=print):
+        self.ctx = ctx
+        self.say = say
+        self.running: dict[str, Running] = {}
+
+    # -- configuration ---------------------------------------------------------------------------
+    def render(self, service: Service) -> None:
+        cdir = config_dir(service)
+        for cf in service.config_files:
+            path = Path(self.ctx.config_path(cdir, cf.name))
+            text = cf.render(self.ctx)
+            if cf.secret:
+                write_private(path, text)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        Path(self.ctx.data_path(service.name, "")).mkdir(parents=True, exist_ok=True)
+        if service.database:
+            Path(self.ctx.data_path(service.database, "")).mkdir(parents=True, exist_ok=True)
+
+    def bootstrap(self, service: Service) -> None:
+        log = self.ctx.log_path(service.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        for step in service.bootstrap:
+            marker = Path(self.ctx.data_path(service.name, f".{step.name.replace(' ', '-')}.done"))
+            if step.once and marker.exists():
+                continue
+            with log.open("ab") as out:
+                out.write(f"--- bootstrap step {step.name}\n".encode())
+                out.flush()
+                result = subprocess.run(
+                    list(step.argv(self.ctx)), env=_environ({**service.env(self.ctx), **step.env(self.ctx)}),
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=self.ctx.state_dir,
+                )
+            if result.returncode != 0:
+                raise DeployError(
+                    f"{service.name}: bootstrap step {step.name!r} failed (exit {result.returncode}); "
+                    f"last lines of {log}:\n{log_tail(log)}"
+                )
+            if step.once:
+                marker.touch()
+
+    # -- processes -------------------------------------------------------------------------------
+    def start(self, service: Service) -> Running:
+        if service.port is not None and not port_is_free(self.ctx.bind_host, self.ctx.port(service.name)):
+            raise DeployError(
+                f"{service.name}: port {self.ctx.bind_host}:{self.ctx.port(service.name)} is already in use; "
+                "stop whatever listens there or choose other ports with --port-base"
+            )
+        log = self.ctx.log_path(service.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            out.write(f"--- starting {service.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            out.flush()
+            process = subprocess.Popen(
+                list(service.command(self.ctx)), env=_environ(service.env(self.ctx)),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.ctx.state_dir, start_new_session=True,
+            )
+        running = Running(service, process, log)
+        self.running[service.name] = running
+        (self.ctx.state_dir / "run").mkdir(exist_ok=True)
+        (self.ctx.state_dir / "run" / f"{service.name}.pid").write_text(str(process.pid))
+        return running
+
+    def wait_ready(self, running: Running, timeout: float = 120.0) -> None:
+        service = running.service
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                code = running.process.poll()
+                if code is not None:
+                    raise DeployError(
+                        f"{service.name} exited with code {code} while starting; last lines of "
+                        f"{running.log}:\n{log_tail(running.log)}"
+                    )
+                if service.readiness is None:
+                    # No health endpoint: alive for a moment counts as started.
+                    time.sleep(0.5)
+                    if running.process.poll() is None:
+                        return
+                    continue
+                try:
+                    response = client.get(self.ctx.url(service.name) + service.readiness.path)
+                    if response.status_code in service.readiness.ok_status:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise DeployError(
+                        f"{service.name} was not ready after {timeout:.0f} s; last lines of "
+                        f"{running.log}:\n{log_tail(running.log)}"
+                    )
+                time.sleep(0.1)
+
+    def up(self, service: Service) -> Running:
+        self.render(service)
+        self.bootstrap(service)
+        running = self.start(service)
+        self.wait_ready(running)
+        return running
+
+    def exited(self) -> list[tuple[Running, int]]:
+        return [(r, r.process.returncode) for r in self.running.values() if r.process.poll() is not None]
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        """Stop every started process (its whole process group), newest first, by PID."""
+        for name in reversed(list(self.running)):
+            running = self.running[name]
+            stop_process_group(running.process, timeout)
+            pidfile = self.ctx.state_dir / "run" / f"{name}.pid"
+            pidfile.unlink(missing_ok=True)
+        self.running.clear()
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Workers of a server may outlive their parent for a moment; the group goes down together.
+    _signal_group(process.pid, signal.SIGKILL)
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_ports(names: Sequence[str], base: int) -> dict[str, int]:
+    return {name: base + i for i, name in enumerate(names)}

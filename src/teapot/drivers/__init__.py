@@ -1,0 +1,1 @@
+"""Southbound drivers, each a small Protocol with implementations chosen by configuration."""

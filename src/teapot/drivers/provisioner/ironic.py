@@ -1,0 +1,299 @@
+"""The Ironic provisioner: hosts as Ironic nodes, driven through Ironic's API (openstacksdk).
+
+Each operation reads the node (from the pass's snapshot when there is one), does at most one action and
+reports. Errors Ironic records on a node (`last_error`) become the host's errorMessage once an action
+Teapot issued has ended in them; a retry after backoff issues the action again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import openstack
+from openstack import exceptions as sdk_exc
+
+from teapot.drivers.provisioner.base import HostTarget
+from teapot.resources.host import Outcome
+from teapot.resources.host_schema import parse_bmc_address
+
+LOG = logging.getLogger(__name__)
+
+NODE_FIELDS = [
+    "uuid", "name", "provision_state", "target_provision_state", "power_state", "target_power_state",
+    "last_error", "maintenance", "automated_clean", "inspect_interface", "inspection_finished_at",
+]
+_BUSY = {"verifying", "cleaning", "clean wait", "deploying", "wait call-back", "deleting",
+         "inspecting", "inspect wait", "adopting", "rescuing", "unrescuing", "servicing", "service wait"}
+
+# Emulated hosts: real (emulated) Redfish power and management, Ironic's fake boot and deploy.
+EMULATED_INTERFACES = {
+    "power_interface": "redfish", "management_interface": "redfish", "boot_interface": "fake",
+    "deploy_interface": "fake", "inspect_interface": "no-inspect", "bios_interface": "no-bios",
+    "firmware_interface": "no-firmware", "raid_interface": "no-raid", "vendor_interface": "no-vendor",
+    "console_interface": "no-console", "network_interface": "noop",
+}
+HARDWARE_INTERFACES = {
+    "redfish": {"bios_interface": "no-bios", "firmware_interface": "no-firmware",
+                "inspect_interface": "redfish", "network_interface": "noop"},
+    "ipmi": {"network_interface": "noop"},
+}
+
+
+def _power_on(node: Any) -> bool | None:
+    if node.power_state is None:
+        return None
+    return node.power_state == "power on"
+
+
+class IronicProvisioner:
+    def __init__(self, endpoint: str, emulated_deploy: bool = False):
+        self.emulated_deploy = emulated_deploy
+        self.conn = openstack.connection.Connection(
+            auth_type="none", auth={"endpoint": endpoint}, baremetal_endpoint_override=endpoint,
+            baremetal_api_version="1.81", app_name="teapot",
+        )
+        self._snapshot: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- looking -----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        nodes = {n.name: n for n in self.conn.baremetal.nodes(details=True, fields=NODE_FIELDS)}
+        with self._lock:
+            self._snapshot = nodes
+
+    def _forget(self, host: HostTarget) -> None:
+        with self._lock:
+            self._snapshot.pop(host.name, None)
+
+    def _node(self, host: HostTarget) -> Any | None:
+        with self._lock:
+            node = self._snapshot.get(host.name)
+        if node is not None:
+            return node
+        try:
+            return self.conn.baremetal.get_node(host.node_id or host.name, fields=NODE_FIELDS)
+        except sdk_exc.NotFoundException:
+            return None
+
+    def _observed(self, node: Any) -> dict:
+        return {"ID": node.id, "poweredOn": _power_on(node)}
+
+    def _action(self, host: HostTarget, node: Any, target: str, **kwargs: Any) -> Outcome:
+        try:
+            self.conn.baremetal.set_node_provision_state(node, target, **kwargs)
+        except sdk_exc.ConflictException as e:
+            # Locked by Ironic's own conductor, or the state moved on: look again shortly.
+            LOG.debug("node %s busy for %s: %s", node.id, target, e)
+            return Outcome(observed=self._observed(node))
+        finally:
+            self._forget(host)
+        return Outcome(observed=self._observed(node), issued=target)
+
+    def _failed(self, what: str, node: Any) -> Outcome:
+        return Outcome(error=f"{what}: {node.last_error or 'no reason given by Ironic'}",
+                       observed=self._observed(node))
+
+    # -- registration ------------------------------------------------------------------------------
+    def _driver_fields(self, host: HostTarget) -> dict:
+        bmc = host.spec["bmc"]
+        address = parse_bmc_address(bmc["address"])
+        if address.driver == "redfish":
+            info = {
+                "redfish_address": address.redfish_address,
+                "redfish_system_id": address.system_id,
+                "redfish_username": host.username,
+                "redfish_password": host.password,
+                "redfish_verify_ca": not bmc.get("disableCertificateVerification", False),
+            }
+        else:
+            info = {"ipmi_address": address.host, "ipmi_username": host.username,
+                    "ipmi_password": host.password}
+            if address.port:
+                info["ipmi_port"] = address.port
+        if self.emulated_deploy and address.driver == "redfish":
+            return {"driver": "fake-hardware", "driver_info": info, **EMULATED_INTERFACES}
+        return {"driver": address.driver, "driver_info": info, **HARDWARE_INTERFACES[address.driver]}
+
+    def register(self, host: HostTarget, bmc_version: int) -> Outcome:
+        node = self._node(host)
+        fields = self._driver_fields(host)
+        if node is None:
+            try:
+                node = self.conn.baremetal.create_node(
+                    name=host.name, extra={"teapot_host": host.uuid, "teapot_bmc_version": bmc_version},
+                    automated_clean=host.spec.get("automatedCleaningMode", "metadata") != "disabled",
+                    **fields,
+                )
+            except sdk_exc.BadRequestException as e:
+                return Outcome(error=f"Ironic refused the node: {e.details or e}")
+            except sdk_exc.ConflictException:
+                node = self._node(host)  # created by an earlier attempt that did not record it
+                if node is None:
+                    return Outcome(error=f"an Ironic node named {host.name} exists elsewhere")
+        else:
+            full = self.conn.baremetal.get_node(node.id, fields=["uuid", "extra"])
+            if full.extra.get("teapot_bmc_version") != bmc_version:
+                if node.provision_state not in ("enroll", "manageable", "available"):
+                    return Outcome(retry_after=2.0, observed=self._observed(node))
+                self.conn.baremetal.update_node(
+                    node, extra={**full.extra, "teapot_bmc_version": bmc_version}, **fields)
+                self._forget(host)
+        self._ensure_port(node, host.spec["bootMACAddress"])
+        state = node.provision_state
+        if state == "enroll":
+            if node.last_error and host.issued == "manage":
+                return self._failed("BMC verification failed", node)
+            return self._action(host, node, "manage")
+        if state in _BUSY:
+            return Outcome(observed=self._observed(node))
+        return Outcome(done=True, observed=self._observed(node))
+
+    def _ensure_port(self, node: Any, mac: str) -> None:
+        ports = list(self.conn.baremetal.ports(node_uuid=node.id, fields=["uuid", "address"]))
+        for port in ports:
+            if port.address.lower() != mac:
+                self.conn.baremetal.delete_port(port, ignore_missing=True)
+        if not any(p.address.lower() == mac for p in ports):
+            try:
+                self.conn.baremetal.create_port(node_uuid=node.id, address=mac, pxe_enabled=True)
+            except sdk_exc.ConflictException:
+                pass  # the MAC is already registered: by an earlier attempt of ours, or another node
+
+    # -- inspection and preparation ----------------------------------------------------------------
+    def inspect(self, host: HostTarget, disabled: bool) -> Outcome:
+        node = self._node(host)
+        if node is None:
+            return Outcome(error="the Ironic node is gone")
+        if disabled or node.inspect_interface == "no-inspect":
+            return Outcome(done=True, observed=self._observed(node))
+        state = node.provision_state
+        if state == "inspect failed":
+            if host.issued == "inspect":
+                return self._failed("inspection failed", node)
+            return self._action(host, node, "manage")
+        if state in _BUSY:
+            return Outcome(observed=self._observed(node))
+        if state == "manageable":
+            if node.inspection_finished_at and host.issued == "inspect":
+                return Outcome(done=True, observed=self._observed(node))
+            return self._action(host, node, "inspect")
+        return Outcome(done=True, observed=self._observed(node))
+
+    def prepare(self, host: HostTarget, automated_clean: bool) -> Outcome:
+        node = self._node(host)
+        if node is None:
+            return Outcome(error="the Ironic node is gone")
+        state = node.provision_state
+        if state == "available":
+            return Outcome(done=True, observed=self._observed(node))
+        if state == "manageable":
+            if node.automated_clean != automated_clean:
+                self.conn.baremetal.update_node(node, automated_clean=automated_clean)
+            return self._action(host, node, "provide")
+        if state == "clean failed":
+            if host.issued == "provide":
+                return self._failed("cleaning failed", node)
+            return self._action(host, node, "manage")
+        if state in _BUSY:
+            return Outcome(observed=self._observed(node))
+        return Outcome(error=f"the Ironic node is {state}, not manageable", observed=self._observed(node))
+
+    # -- provisioning ------------------------------------------------------------------------------
+    def _instance_info(self, image: dict) -> dict:
+        info = {"image_source": image["url"]}
+        kind = image.get("checksumType")
+        checksum = image.get("checksum")
+        if checksum:
+            if kind in ("sha256", "sha512"):
+                info.update(image_os_hash_algo=kind, image_os_hash_value=checksum)
+            else:
+                info["image_checksum"] = checksum
+        if image.get("format"):
+            info["image_disk_format"] = image["format"]
+        return info
+
+    def provision(self, host: HostTarget, image: dict) -> Outcome:
+        node = self._node(host)
+        if node is None:
+            return Outcome(error="the Ironic node is gone")
+        state = node.provision_state
+        if state == "active":
+            return Outcome(done=True, observed=self._observed(node))
+        if state == "available":
+            if host.issued == "active":
+                return Outcome(observed=self._observed(node))  # Ironic has not started yet
+            self.conn.baremetal.update_node(node, instance_info=self._instance_info(image))
+            config_drive = {"user_data": host.user_data} if host.user_data else None
+            return self._action(host, node, "active", config_drive=config_drive)
+        if state == "deploy failed":
+            if host.issued == "active":
+                return self._failed("deployment failed", node)
+            return self._action(host, node, "deleted")  # clean up, then deploy again
+        if state == "manageable":
+            return self._action(host, node, "provide")
+        if state in _BUSY:
+            return Outcome(observed=self._observed(node))
+        return Outcome(error=f"the Ironic node is {state}", observed=self._observed(node))
+
+    def deprovision(self, host: HostTarget, automated_clean: bool) -> Outcome:
+        node = self._node(host)
+        if node is None:
+            return Outcome(error="the Ironic node is gone")
+        state = node.provision_state
+        if state == "available":
+            return Outcome(done=True, observed=self._observed(node))
+        if state in ("active", "deploy failed", "wait call-back"):
+            return self._action(host, node, "deleted")
+        if state == "manageable":
+            return self._action(host, node, "provide")
+        if state == "clean failed":
+            if host.issued in ("deleted", "provide"):
+                return self._failed("cleaning failed", node)
+            return self._action(host, node, "manage")
+        if state in _BUSY:
+            return Outcome(observed=self._observed(node))
+        return Outcome(error=f"the Ironic node is {state}", observed=self._observed(node))
+
+    # -- power and deletion ------------------------------------------------------------------------
+    def power(self, host: HostTarget, on: bool) -> Outcome:
+        node = self._node(host)
+        if node is None:
+            return Outcome(error="the Ironic node is gone")
+        observed = self._observed(node)
+        if node.target_power_state:
+            return Outcome(observed=observed)
+        if _power_on(node) == on:
+            return Outcome(done=True, observed=observed)
+        target = "power on" if on else "power off"
+        if host.issued == target:
+            if node.last_error:
+                return self._failed(f"{target} failed", node)
+            return Outcome(observed=observed)  # accepted, not started yet
+        try:
+            self.conn.baremetal.set_node_power_state(node, target)
+        except sdk_exc.ConflictException:
+            return Outcome(observed=observed)
+        finally:
+            self._forget(host)
+        return Outcome(observed=observed, issued=target)
+
+    def delete(self, host: HostTarget) -> Outcome:
+        node = self._node(host)
+        if node is None:
+            return Outcome(done=True)
+        if node.provision_state in ("active", "deploy failed"):
+            return self._action(host, node, "deleted")
+        if node.provision_state in _BUSY:
+            return Outcome(observed=self._observed(node))
+        try:
+            self.conn.baremetal.delete_node(node, ignore_missing=True)
+        except sdk_exc.ConflictException as e:
+            if not node.maintenance:
+                self.conn.baremetal.set_node_maintenance(node, reason="teapot: host deleted")
+                return Outcome(observed=self._observed(node))
+            return Outcome(error=f"Ironic refused to delete the node: {e.details or e}")
+        finally:
+            self._forget(host)
+        return Outcome(done=True)

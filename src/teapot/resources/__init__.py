@@ -1,0 +1,1 @@
+"""One module per resource: its schema and its state machine. Pure: no I/O, no database, no drivers."""
