@@ -39,7 +39,8 @@ class Conductor(Command):
         from teapot.conductor import build
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        logging.getLogger("openstack").setLevel(logging.WARNING)
+        for noisy in ("openstack", "keystoneauth", "urllib3", "httpx", "stevedore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         loop = build.loop(config.load(args.config_file))
         signal.signal(signal.SIGTERM, lambda *_: loop.stop())
         try:

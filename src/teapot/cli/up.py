@@ -22,7 +22,11 @@ class Up(Command):
         return parser
 
     def take_action(self, args):
+        import logging
+
         from teapot.deploy import box
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
         def say(line: str) -> None:
             print(line, flush=True)

@@ -136,8 +136,8 @@ class Box:
         for service in services:
             if self.stop_requested.is_set():
                 raise KeyboardInterrupt
-            self.say(f"starting {service.name} on {self.ctx.bind_host}"
-                     + (f":{self.ctx.port(service.name)}" if service.port else ""))
+            where = f" on {self.ctx.bind_host}:{self.ctx.port(service.name)}" if service.port else ""
+            self.say(f"starting {service.name}{where}")
             self.target.up(service)
             if service.name == "keystone":
                 self.setup_identities(services)
@@ -159,8 +159,7 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print) ->
 
     def request_stop(signum, _frame):
         box.stop_requested.set()
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt  # leaves whatever is under way; `finally` stops the children
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -175,6 +174,8 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print) ->
     except KeyboardInterrupt:
         return 0
     finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)  # let the children stop in peace
         say("stopping")
         box.stop()
         for sig, handler in previous.items():

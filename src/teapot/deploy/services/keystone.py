@@ -70,7 +70,7 @@ SERVICE = Service(
     ),
     command=lambda ctx: [
         "gunicorn", "--bind", f"{ctx.bind_host}:{ctx.port(NAME)}", "--workers", "2", "--threads", "4",
-        "--access-logfile", "-", "--graceful-timeout", "5", "keystone.wsgi.api:application",
+        "--access-logfile", "-", "--graceful-timeout", "5", "teapot.deploy.wsgi.keystone:application",
     ],
     env=_env,
     readiness=Readiness("/v3"),
