@@ -106,6 +106,17 @@ def config_dir(service: Service) -> str:
     return service.config_dir or service.name
 
 
+def levels(services: Sequence[Service]) -> list[list[Service]]:
+    """Services grouped so that each group depends only on earlier groups: a group starts at once."""
+    depth: dict[str, int] = {}
+    for service in order(services):
+        depth[service.name] = 1 + max((depth[d] for d in service.depends_on), default=-1)
+    grouped: list[list[Service]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for service in order(services):
+        grouped[depth[service.name]].append(service)
+    return grouped
+
+
 def order(services: Sequence[Service]) -> list[Service]:
     """Services in dependency order; a missing or circular dependency is an error naming it."""
     by_name = {s.name: s for s in services}
