@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 import time
@@ -133,13 +134,14 @@ class CreateHost(_ShowBase):
         return self.show(self.client().create_host(body))
 
 
-class ApplyHosts(_HostCommand, Lister):
+class ApplyHosts(_HostCommand, Command):
     """Create or update hosts from Metal³ BareMetalHost YAML with their BMC credentials Secrets."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("-f", "--filename", dest="filename", required=True,
-                            help="Multi-document YAML ('-' for standard input)")
+                            help="Multi-document YAML ('-' for standard input), as for kubectl apply")
+        parser.add_argument("-o", "--output", choices=["text", "json"], default="text")
         return parser
 
     def take_action(self, args):
@@ -163,8 +165,12 @@ class ApplyHosts(_HostCommand, Lister):
                 host, action = api.update_host(request["name"], patch), "configured"
             else:
                 host, action = api.create_host(request), "created"
-            rows.append((host["name"], action, host["state"]))
-        return ("name", "action", "state"), rows
+            rows.append({"name": host["name"], "action": action, "state": host["state"]})
+        if args.output == "json":
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"baremetalhost/{row['name']} {row['action']}")
 
 
 class DeleteHost(_HostCommand, Command):

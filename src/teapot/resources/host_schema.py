@@ -84,6 +84,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         return "is required"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "pattern" and list(error.absolute_path)[-1:] == ["bootMACAddress"]:
+        return f"{error.instance!r} is not a MAC address (aa:bb:cc:dd:ee:ff)"
     if error.validator == "type":
         return f"must be of type {error.validator_value}, not {type(error.instance).__name__}"
     return error.message
