@@ -113,8 +113,5 @@ def test_unregistered_rule_is_refused_even_to_admin(enforcer):
         enforcer.authorize("teapot:cluster:create", _identity("admin"))
 
 
-@pytest.mark.xfail(strict=True, reason="Enforcer() without a conf uses use_conf=False, and "
-                                       "oslo.policy then never loads the registered defaults: "
-                                       "every rule is denied, even to admin")
 def test_enforcer_without_conf_allows_admin():
     Enforcer().authorize("teapot:host:get_all", _identity("admin"))

@@ -190,8 +190,6 @@ def test_parse_invalid_port_and_missing_host():
         parse_bmc_address("redfish:///redfish/v1/Systems/1")
 
 
-@pytest.mark.xfail(strict=True, reason="BMCAddress.redfish_address drops the brackets of an IPv6 "
-                                       "host: 'http://fe80::1:8000' is not a URL")
 def test_parse_redfish_ipv6_keeps_brackets():
     bmc = parse_bmc_address("redfish+http://[fd00::1]:8000/redfish/v1/Systems/1")
     assert bmc.redfish_address == "http://[fd00::1]:8000"
@@ -387,9 +385,20 @@ def test_manifest_invalid_base64_is_rejected():
     assert "base64" in err.message
 
 
-@pytest.mark.xfail(strict=True, reason="a Secret data value YAML reads as a number reaches "
-                                       "base64.b64decode: TypeError instead of ValidationError")
 def test_manifest_non_string_secret_data_is_a_validation_error():
     bad = SECRET_DATA.replace(base64.b64encode(b"s3cret-bmc").decode(), "12345678")
     err = _manifest_error(bad, BMH)
     assert err.field == "Secret node-0-bmc-secret.data.password"
+
+
+def test_manifest_mac_is_read_as_kubernetes_reads_it():
+    from teapot.resources.host_schema import load_manifests
+
+    docs = load_manifests(
+        "apiVersion: metal3.io/v1alpha1\nkind: BareMetalHost\nmetadata: {name: n1}\n"
+        "spec:\n  online: false\n  bootMACAddress: 52:54:00:12:34:56\n"
+        "  bmc: {address: 'redfish://bmc/redfish/v1/Systems/1', credentialsName: s}\n"
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
+        "stringData: {username: u, password: p}\n")
+    (request,) = hosts_from_manifests(docs)
+    assert request["spec"]["bootMACAddress"] == "52:54:00:12:34:56"

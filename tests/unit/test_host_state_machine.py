@@ -254,8 +254,6 @@ def test_advance_error_backoff_is_two_to_the_count_capped(before, delay):
     assert nxt.delay == delay
 
 
-@pytest.mark.xfail(strict=True, reason="advance() computes 2.0 ** errorCount before capping it: "
-                                       "OverflowError once errorCount reaches 1024")
 def test_advance_error_backoff_after_very_many_errors_stays_capped():
     host = _host(REGISTERING, status=_status(REGISTERING, errorCount=1023))
     nxt = _advance(host, hsm.plan(host), Outcome(error="still unreachable"))

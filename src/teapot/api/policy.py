@@ -38,7 +38,10 @@ class Forbidden(Exception):
 
 class Enforcer:
     def __init__(self, conf: cfg.ConfigOpts | None = None):
-        self._enforcer = policy.Enforcer(conf or cfg.ConfigOpts(), use_conf=conf is not None)
+        if conf is None:  # the defaults alone, no policy file
+            conf = cfg.ConfigOpts()
+            conf(args=[], default_config_files=[], use_env=False)
+        self._enforcer = policy.Enforcer(conf)
         self._enforcer.register_defaults(RULES)
 
     def authorize(self, rule: str, identity: Identity, target: dict | None = None) -> None:

@@ -8,7 +8,6 @@ import os
 import sys
 import time
 
-import yaml
 from cliff.command import Command
 from cliff.lister import Lister
 from cliff.show import ShowOne
@@ -145,15 +144,11 @@ class ApplyHosts(_HostCommand, Command):
         return parser
 
     def take_action(self, args):
-        from teapot.resources.host_schema import hosts_from_manifests
+        from teapot.resources.host_schema import hosts_from_manifests, load_manifests
 
         text = sys.stdin.read() if args.filename == "-" else open(args.filename).read()
         try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as e:
-            raise TeapotError(f"{args.filename} is not valid YAML: {e}") from None
-        try:
-            requests = hosts_from_manifests(docs)
+            requests = hosts_from_manifests(load_manifests(text))
         except ValueError as e:
             raise TeapotError(f"{args.filename}: {e}") from None
         api = self.client()

@@ -202,7 +202,7 @@ def advance(host: HostView, op: Operation, outcome: Outcome, now: float, *, busy
                       lastUpdated=_now_iso(now))
         if op.error_type:
             status["errorType"] = op.error_type
-        return Next(host.state, status, min(2.0 ** count, max_backoff))
+        return Next(host.state, status, min(2.0 ** min(count, 32), max_backoff))
     if not outcome.done:
         return Next(host.state, status, outcome.retry_after if outcome.retry_after is not None else busy)
     status.pop("issued", None)

@@ -112,8 +112,9 @@ class BMCAddress:
 
     @property
     def redfish_address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
         port = f":{self.port}" if self.port else ""
-        return f"{self.protocol}://{self.host}{port}"
+        return f"{self.protocol}://{host}{port}"
 
 
 def parse_bmc_address(address: str, field: str = "spec.bmc.address") -> BMCAddress:
@@ -195,15 +196,45 @@ def _secret_data(secret: dict, key: str, where: str) -> str | None:
     import base64
     import binascii
 
-    if key in (secret.get("stringData") or {}):
-        return secret["stringData"][key]
+    string_data = secret.get("stringData") or {}
     data = secret.get("data") or {}
+    for field, values in (("stringData", string_data), ("data", data)):
+        if key in values and not isinstance(values[key], str):
+            raise ValidationError(f"{where}.{field}.{key}", "must be a string (quote it in YAML)")
+    if key in string_data:
+        return string_data[key]
     if key in data:
         try:
             return base64.b64decode(data[key], validate=True).decode()
         except (binascii.Error, ValueError, UnicodeDecodeError):
             raise ValidationError(f"{where}.data.{key}", "is not valid base64") from None
     return None
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it: `52:54:00:12:34:56` is a string, not a base-60 integer."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"),
+    list("-+0123456789"))
+_ManifestLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def load_manifests(text: str) -> list:
+    """Parse multi-document YAML the way kubectl does (no YAML 1.1 base-60 numbers)."""
+    try:
+        return list(yaml.load_all(text, Loader=_ManifestLoader))
+    except yaml.YAMLError as e:
+        raise ValidationError("", f"not valid YAML: {e}") from None
 
 
 def hosts_from_manifests(docs: list) -> list[dict]:
