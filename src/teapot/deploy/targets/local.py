@@ -141,6 +141,7 @@ class LocalTarget:
                     f"last lines of {log}:\n{log_tail(log)}"
                 )
             if step.once:
+                marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
 
     # -- processes -------------------------------------------------------------------------------
