@@ -38,6 +38,9 @@ def ironic_conf(ctx: Context) -> str:
             "deploy_callback_timeout": 1800,
             "send_sensor_data": False,
             "power_state_sync_max_retries": 3,
+            # Teapot, not Ironic, decides what power a host should have (spec.online), as Metal³
+            # does: Ironic records the real power state instead of forcing its own back.
+            "force_power_state_during_sync": False,
         },
         "deploy": {"fast_track": False, "http_root": ctx.data_path(NAME, "httpboot"),
                    "http_url": f"http://{ctx.bind_host}:{ctx.port(NAME)}/httpboot"},
