@@ -29,7 +29,16 @@ class Context(Protocol):
     def data_path(self, service: str, name: str) -> str:
         """A directory or file of `service`'s own persistent data."""
 
+    def public_url(self, service: str) -> str:
+        """The URL users reach `service` at (the catalog's public endpoint)."""
+
     def database_url(self, service: str) -> str: ...
+
+    def messaging_url(self, service: str) -> str:
+        """oslo.messaging transport_url for `service` (RabbitMQ)."""
+
+    def cache_servers(self) -> str | None:
+        """memcached servers ("host:port,...") or None when there is no shared cache."""
 
     def secret(self, name: str) -> str:
         """A generated secret, created on first use and stable afterwards."""
@@ -84,6 +93,22 @@ class KeystoneRegistration:
 
 
 @dataclass(frozen=True)
+class Workload:
+    """How a service runs on Kubernetes (the local target ignores it)."""
+
+    kind: str = "Deployment"  # Deployment, StatefulSet or DaemonSet
+    nodes: str = "control-plane"  # control-plane or compute: the node selector
+    privileged: bool = False
+    host_network: bool = False
+    host_paths: tuple[str, ...] = ()  # host directories mounted at the same path
+    storage: str | None = None  # StatefulSet: size of the persistent volume at data_dir
+    data_dir: str | None = None
+    scalable: bool = True  # several replicas may run at once
+    cpu: str = "100m"  # requests
+    memory: str = "256Mi"
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     description: str
@@ -99,11 +124,20 @@ class Service:
     depends_on: tuple[str, ...] = ()
     keystone: KeystoneRegistration | None = None
     config_dir: str = ""  # services that share config files name the same directory
+    settings_key: str = ""  # key under `services:` in teapot.yaml; defaults to config_dir or name
+    workload: Workload = field(default_factory=Workload)
+    ingress: str | None = None  # public host name (first label), e.g. "identity"
+    messaging: bool = False  # needs RabbitMQ
+    cache: bool = False  # uses memcached
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
 def config_dir(service: Service) -> str:
     return service.config_dir or service.name
+
+
+def settings_key(service: Service) -> str:
+    return service.settings_key or service.config_dir or service.name
 
 
 def levels(services: Sequence[Service]) -> list[list[Service]]:

@@ -62,6 +62,15 @@ class LocalContext:
     def url(self, service: str) -> str:
         return f"http://{self.bind_host}:{self.port(service)}"
 
+    def public_url(self, service: str) -> str:
+        return self.url(service)
+
+    def messaging_url(self, service: str) -> str:
+        raise DeployError(f"{service} needs RabbitMQ, which a box does not run")
+
+    def cache_servers(self) -> str | None:
+        return None
+
     def config_path(self, service: str, name: str) -> str:
         return str(self.state_dir / "etc" / service / name)
 
