@@ -38,18 +38,25 @@ def ensure_user(conn, name: str, password: str, project: str, roles: Iterable[st
         conn.identity.assign_project_role_to_user(proj, user, _role(conn, role))
 
 
-def register(conn, reg: KeystoneRegistration, url: str, secret: Callable[[str], str]) -> None:
-    service = next(iter(conn.identity.services(type=reg.service_type)), None)
+def register_endpoints(conn, service_type: str, service_name: str, region: str,
+                       urls: dict[str, str]) -> None:
+    """A catalog entry with one endpoint per interface, created or corrected."""
+    service = next(iter(conn.identity.services(type=service_type)), None)
     if service is None:
-        service = conn.identity.create_service(name=reg.service_name, type=reg.service_type,
-                                               description=f"{reg.service_name} (registered by Teapot)")
+        service = conn.identity.create_service(name=service_name, type=service_type,
+                                               description=f"{service_name} (registered by Teapot)")
     existing = {e.interface: e for e in conn.identity.endpoints(service_id=service.id)}
-    for interface in ("public", "internal"):
+    for interface, url in urls.items():
         endpoint = existing.get(interface)
         if endpoint is None:
             conn.identity.create_endpoint(service_id=service.id, interface=interface, url=url,
-                                          region_id="RegionOne")
+                                          region_id=region)
         elif endpoint.url != url:
             conn.identity.update_endpoint(endpoint, url=url)
+
+
+def register(conn, reg: KeystoneRegistration, url: str, secret: Callable[[str], str]) -> None:
+    register_endpoints(conn, reg.service_type, reg.service_name, "RegionOne",
+                       {"public": url, "internal": url})
     if reg.user and reg.password_secret:
         ensure_user(conn, reg.user, secret(reg.password_secret), "service", reg.roles)
