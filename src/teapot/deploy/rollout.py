@@ -4,13 +4,16 @@ then prune what this deployment created and no longer wants."""
 from __future__ import annotations
 
 import base64
+import copy
 import time
 from collections.abc import Callable
 
 from teapot.deploy import kube, plan
 from teapot.deploy import settings as settings_mod
+from teapot.deploy.service import settings_key
 from teapot.deploy.services import kubernetes as kubernetes_services
 from teapot.deploy.targets.kubernetes import Unit, render
+from teapot.resources.errors import ValidationError
 
 Say = Callable[[str], None]
 
@@ -29,8 +32,29 @@ def desired(cfg: dict, cluster: kube.Cluster | None = None) -> list[Unit]:
 
 
 def load_file(path: str) -> dict:
+    """Read and check a deployment file completely, dependencies included."""
     with open(path) as f:
-        return settings_mod.load(f.read(), path)
+        cfg = settings_mod.load(f.read(), path)
+    check_dependencies(cfg)
+    return cfg
+
+
+def check_dependencies(cfg: dict) -> None:
+    """Every enabled service has what it needs, or a ValidationError names what is missing."""
+    enabled = {s.name: s for s in kubernetes_services(cfg)}
+    everything = copy.deepcopy(cfg)
+    for section in everything["services"].values():
+        section["enabled"] = True
+    owner = {s.name: settings_key(s) for s in kubernetes_services(everything)}
+    external = cfg["identity"]["external"]
+    for service in enabled.values():
+        for dep in service.depends_on:
+            if dep in enabled or (dep == "keystone" and external):
+                continue
+            hint = " or set identity.external" if dep == "keystone" else ""
+            raise ValidationError(
+                f"services.{settings_key(service)}",
+                f"{service.name} needs {dep}: enable services.{owner.get(dep, dep)}{hint}")
 
 
 def compute_plan(cfg: dict, cluster: kube.Cluster) -> tuple[list[Unit], list[plan.Change]]:

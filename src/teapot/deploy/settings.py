@@ -258,3 +258,20 @@ def explain(schema: dict = SCHEMA, prefix: str = "") -> list[str]:
         if sub.get("type") == "object" or "properties" in sub:
             lines.extend(explain(sub, path + "."))
     return lines
+
+
+def example(schema: dict = SCHEMA, indent: int = 0) -> str:
+    """A complete teapot.yaml with every key at its default, each with its description."""
+    lines = []
+    pad = "  " * indent
+    for key, sub in schema.get("properties", {}).items():
+        for text in (sub.get("description") or "").splitlines():
+            lines.append(f"{pad}# {text}")
+        if "properties" in sub and sub.get("default") == {}:
+            lines.append(f"{pad}{key}:")
+            lines.append(example(sub, indent + 1).rstrip("\n"))
+        else:
+            value = yaml.safe_dump({key: sub.get("default")}, default_flow_style=True,
+                                   sort_keys=False).strip()
+            lines.append(f"{pad}{value[1:-1]}")
+    return "\n".join(lines) + "\n"
