@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -168,9 +169,10 @@ def test_plan_apply_and_an_idempotent_second_apply(cluster, tmp_path):
     second = _teapot("deploy", "apply", "-f", path, *kube)
     assert "applied: nothing to change" in second.stdout
 
-    status = _teapot("deploy", "status", "-f", path, *kube, "-f", "value")
+    status = _teapot("deploy", "status", "-f", path, *kube, "-o", "json")
     assert status.returncode == 0, status.stderr
-    assert "keystone Deployment True" in status.stdout
+    rows = {r["service"]: r for r in json.loads(status.stdout)}
+    assert rows["keystone"]["ready"] is True and rows["nova-compute"]["kind"] == "DaemonSet"
 
 
 def test_passwords_are_generated_once_and_kept(cluster):

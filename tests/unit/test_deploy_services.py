@@ -37,6 +37,15 @@ class FakeContext:
     def url(self, service: str) -> str:
         return f"http://{self.bind_host}:{self.port(service)}"
 
+    def public_url(self, service: str) -> str:
+        return self.url(service)  # as in a box: no ingress
+
+    def messaging_url(self, service: str) -> str:
+        raise AssertionError(f"{service} asked for RabbitMQ, which a box does not run")
+
+    def cache_servers(self) -> str | None:
+        return None  # as in a box: no memcached
+
     def config_path(self, service: str, name: str) -> str:
         return str(self.root / "etc" / service / name)
 

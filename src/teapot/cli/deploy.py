@@ -7,7 +7,6 @@ from pathlib import Path
 
 import yaml
 from cliff.command import Command
-from cliff.lister import Lister
 
 
 def _file_args(parser, cluster: bool = True):
@@ -101,17 +100,28 @@ class Apply(Command):
         print(f"applied: {len(changes)} change(s)" if changes else "applied: nothing to change")
 
 
-class Status(Lister):
-    """Readiness of every service of the control plane."""
+class Status(Command):
+    """Readiness of every service of the control plane. Exit 1 while any is not ready."""
 
     def get_parser(self, prog_name):
-        return _file_args(super().get_parser(prog_name))
+        parser = _file_args(super().get_parser(prog_name))
+        parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+        return parser
 
     def take_action(self, args):
+        import json
+
         from teapot.deploy import rollout
 
         rows = rollout.status(_load(args), _cluster(args))
-        return ("service", "kind", "ready", "detail"), rows
+        if args.output == "json":
+            print(json.dumps([{"service": s, "kind": k, "ready": r, "detail": d}
+                              for s, k, r, d in rows], indent=2))
+        else:
+            width = max((len(r[0]) for r in rows), default=7)
+            for service, kind, ready, detail in rows:
+                print(f"{service:{width}}  {kind:11}  {'ready' if ready else 'not ready':9}  {detail}")
+        return 0 if all(r[2] for r in rows) else 1
 
 
 class Explain(Command):

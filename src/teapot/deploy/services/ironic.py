@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from teapot.deploy import ini
 from teapot.deploy.service import ConfigFile, Context, Readiness, Service, Step
 
@@ -72,4 +74,13 @@ SERVICE = Service(
     ),
     command=lambda ctx: ["ironic", "--config-file", _conf(ctx)],
     readiness=Readiness("/v1"),
+    # No ingress: this Ironic runs without authentication and is reachable only by Teapot.
 )
+
+
+def kubernetes_service() -> Service:
+    """Ironic on Kubernetes, against MySQL: the bootstrap Job runs again whenever the config or the
+    release changes, and `create_schema` fails on a database that has one, so only the migrations
+    run (they create the schema on MySQL, which has the ALTER they need)."""
+    return dataclasses.replace(
+        SERVICE, bootstrap=tuple(s for s in SERVICE.bootstrap if s.name != "create_schema"))

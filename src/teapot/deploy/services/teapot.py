@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
@@ -11,10 +13,24 @@ from teapot.deploy.service import (
     Service,
     Step,
 )
+from teapot.deploy.services import _openstack as osp
 
 API_NAME = "teapot-api"
 CONDUCTOR_NAME = "teapot-conductor"
 SERVICE_TYPE = "teapot"
+KEY_FILE = "secret.key"
+
+
+def _kubernetes(ctx: Context) -> bool:
+    return ctx.settings.get("profile") == "kubernetes"
+
+
+def _key_file(ctx: Context) -> str:
+    # On Kubernetes every API and conductor pod must read the same key: a rendered file, not one
+    # the first process creates.
+    if _kubernetes(ctx):
+        return ctx.config_path("teapot", KEY_FILE)
+    return ctx.data_path("teapot", KEY_FILE)
 
 
 def teapot_conf(ctx: Context) -> str:
@@ -37,7 +53,7 @@ def teapot_conf(ctx: Context) -> str:
             # fake deploy interface and controls power over Redfish.
             "emulated_deploy": box,
         },
-        "secrets": {"key_file": ctx.data_path("teapot", "secret.key")},
+        "secrets": {"key_file": _key_file(ctx)},
     })
 
 
@@ -68,6 +84,7 @@ API = Service(
     env=_env,
     readiness=Readiness("/"),
     depends_on=("keystone",),
+    ingress="teapot",
     keystone=KeystoneRegistration(
         service_type=SERVICE_TYPE, service_name="teapot", url_path="/v1",
         user="teapot", password_secret="teapot-password",
@@ -85,3 +102,11 @@ CONDUCTOR = Service(
     env=_env,
     depends_on=(API_NAME, "ironic"),
 )
+
+
+def kubernetes_services() -> list[Service]:
+    """The API and the conductor on Kubernetes: the encryption key is a config file of both, derived
+    from a generated secret."""
+    key = ConfigFile(KEY_FILE, lambda ctx: osp.fernet_key(ctx, "teapot-secret-key") + "\n",
+                     secret=True)
+    return [dataclasses.replace(s, config_files=s.config_files + (key,)) for s in (API, CONDUCTOR)]

@@ -317,8 +317,16 @@ class Renderer:
 
     # -- jobs --------------------------------------------------------------------------------------
     def job(self, name: str, service: Service, steps: list[tuple[str, list[str], list[dict]]],
-            volumes: list[dict], image: str | None = None) -> dict:
+            volumes: list[dict], image: str | None = None, secret_files: bool = False) -> dict:
         mounts = self.mounts(service, volumes) if volumes else []
+        if secret_files:
+            # Files from Secrets the operator provides (e.g. a Ceph admin keyring), for the
+            # bootstrap Job only: the service's own pods never get them.
+            for i, f in enumerate(service.extra.get("secret_files", ())):
+                volumes = [*volumes, {"name": f"secret-file-{i}", "secret": {
+                    "secretName": f["secret"], "items": [{"key": f["key"], "path": f["key"]}]}}]
+                mounts = [*mounts, {"name": f"secret-file-{i}", "mountPath": f["path"],
+                                    "subPath": f["key"], "readOnly": True}]
         containers = []
         for step_name, argv, env in steps:
             c = self.container(service, argv, _dns_name(step_name), env, mounts, probes=False)
@@ -366,7 +374,7 @@ class Renderer:
                 steps.append((step.name, list(step.argv(self.ctx)), self.env(service, step.env(self.ctx))))
         digest = _hash(steps, [v.get("projected") for v in volumes])
         name = _dns_name(service.name, "db-sync", self.settings["release"], digest)
-        return [self.job(name, service, steps, volumes)]
+        return [self.job(name, service, steps, volumes, secret_files=True)]
 
     def registration_job(self, service: Service) -> list[dict]:
         reg = service.keystone

@@ -1,0 +1,147 @@
+"""Cinder, the block storage service: API (uWSGI), scheduler, and a volume service on each
+control-plane node serving the LVM volume group `cinder-volumes` of that node over iSCSI (LIO).
+
+The volume group is the operator's to create; a node without it reports its backend down.
+"""
+
+from __future__ import annotations
+
+from teapot.deploy import ini
+from teapot.deploy.service import (
+    ConfigFile,
+    Context,
+    KeystoneRegistration,
+    Readiness,
+    Service,
+    Step,
+    Workload,
+)
+from teapot.deploy.services import _openstack as osp
+
+API = "cinder-api"
+SCHEDULER = "cinder-scheduler"
+VOLUME = "cinder-volume"
+PROJECT = "cinder"
+USER = "cinder"
+STATE = "/var/lib/cinder"
+BACKEND = "lvm"
+VOLUME_GROUP = "cinder-volumes"
+VOLUME_HOST_PATHS = ("/dev", "/lib/modules", "/run/lvm", "/sys/kernel/config", "/etc/target",
+                     "/var/lib/cinder")
+
+
+def cinder_conf(ctx: Context) -> str:
+    return ini.render(osp.sections(
+        {
+            "DEFAULT": {
+                "use_stderr": True,
+                "state_path": STATE,
+                "auth_strategy": "keystone",
+                "enabled_backends": [BACKEND],
+                "glance_api_servers": ctx.url("glance-api") if osp.enabled(ctx, "glance") else None,
+                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+                "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
+            },
+            "database": osp.database(ctx, PROJECT),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            # Cinder tells Nova about extended volumes as the nova user.
+            "nova": ({**osp.service_auth(ctx, "nova"), "interface": "internal"}
+                     if osp.enabled(ctx, "nova") else {}),
+            BACKEND: {
+                "volume_driver": "cinder.volume.drivers.lvm.LVMVolumeDriver",
+                "volume_backend_name": BACKEND,
+                "volume_group": VOLUME_GROUP,
+                "target_helper": "lioadm",
+                "target_protocol": "iscsi",
+            },
+            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
+            "oslo_middleware": {"enable_proxy_headers_parsing": True},
+            "cache": osp.cache(ctx),
+        },
+        osp.messaging(ctx, PROJECT),
+    ))
+
+
+def api_paste_ini(ctx: Context) -> str:
+    return ini.render({
+        **osp.paste_common(),
+        "composite:osapi_volume": {"use": "call:cinder.api:root_app_factory", "/": "apiversions",
+                                   "/healthcheck": "healthcheck", "/v3": "openstack_volume_api_v3"},
+        "composite:openstack_volume_api_v3": {
+            "use": "call:cinder.api.middleware.auth:pipeline_factory",
+            "keystone": "request_id http_proxy_to_wsgi faultwrap sizelimit authtoken "
+                        "keystonecontext apiv3",
+        },
+        "pipeline:apiversions": {
+            "pipeline": "request_id http_proxy_to_wsgi faultwrap osvolumeversionapp"},
+        "app:apiv3": osp.paste_app("cinder.api.v3.router:APIRouter.factory"),
+        "app:osvolumeversionapp": osp.paste_app("cinder.api.versions:Versions.factory"),
+        "filter:request_id": osp.paste_filter("cinder.api.middleware.request_id:RequestId.factory"),
+        "filter:faultwrap": osp.paste_filter("cinder.api.middleware.fault:FaultWrapper.factory"),
+        "filter:keystonecontext": osp.paste_filter(
+            "cinder.api.middleware.auth:CinderKeystoneContext.factory"),
+    })
+
+
+def _conf(ctx: Context) -> str:
+    return ctx.config_path(PROJECT, "cinder.conf")
+
+
+_CONFIG = (ConfigFile("cinder.conf", cinder_conf, secret=True),
+           ConfigFile("api-paste.ini", api_paste_ini),
+           ConfigFile("rootwrap.conf", lambda ctx: osp.rootwrap_conf(PROJECT)))
+
+API_SERVICE = Service(
+    name=API,
+    description="OpenStack Block Storage API (Cinder)",
+    package="cinder",
+    image="cinder",
+    port=8776,
+    config_files=_CONFIG,
+    config_dir=PROJECT,
+    settings_key=PROJECT,
+    database=PROJECT,
+    bootstrap=(Step("db sync", lambda ctx: ["cinder-manage", "--config-file", _conf(ctx),
+                                            "db", "sync"]),),
+    command=lambda ctx: osp.uwsgi(ctx, API, "cinder.wsgi.api:application"),
+    readiness=Readiness("/healthcheck"),
+    depends_on=("keystone",),
+    keystone=KeystoneRegistration("block-storage", "cinder", "/v3/%(project_id)s", USER,
+                                  osp.password_secret(USER), osp.SERVICE_ROLES),
+    ingress="volume",
+    messaging=True,
+    cache=True,
+)
+
+SCHEDULER_SERVICE = Service(
+    name=SCHEDULER,
+    description="OpenStack Block Storage scheduler",
+    package="cinder",
+    image="cinder",
+    config_files=_CONFIG,
+    config_dir=PROJECT,
+    settings_key=PROJECT,
+    command=lambda ctx: ["cinder-scheduler", "--config-file", _conf(ctx)],
+    depends_on=(API,),
+    messaging=True,
+    cache=True,
+)
+
+VOLUME_SERVICE = Service(
+    name=VOLUME,
+    description="OpenStack Block Storage volume service (LVM over iSCSI) on control-plane nodes",
+    package="cinder",
+    image="cinder",
+    config_files=_CONFIG,
+    config_dir=PROJECT,
+    settings_key=PROJECT,
+    command=lambda ctx: ["cinder-volume", "--config-file", _conf(ctx)],
+    depends_on=(API,),
+    # Host network: the node's address is the iSCSI portal ($my_ip) and the service's host name.
+    workload=Workload(kind="DaemonSet", nodes="control-plane", privileged=True, host_network=True,
+                      host_paths=VOLUME_HOST_PATHS, scalable=False),
+    messaging=True,
+    cache=True,
+)
+
+SERVICES = (API_SERVICE, SCHEDULER_SERVICE, VOLUME_SERVICE)

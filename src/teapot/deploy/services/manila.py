@@ -1,0 +1,145 @@
+"""Manila, the shared file system service: API (uWSGI), scheduler, and a share service on each
+control-plane node exporting NFS shares carved from the LVM volume group `lvm-shares` of that node
+(driver_handles_share_servers = False).
+
+The volume group and the kernel NFS server are the operator's; a share type is an admin's to create
+(`openstack share type create default False`).
+"""
+
+from __future__ import annotations
+
+from teapot.deploy import ini
+from teapot.deploy.service import (
+    ConfigFile,
+    Context,
+    KeystoneRegistration,
+    Readiness,
+    Service,
+    Step,
+    Workload,
+)
+from teapot.deploy.services import _openstack as osp
+
+API = "manila-api"
+SCHEDULER = "manila-scheduler"
+SHARE = "manila-share"
+PROJECT = "manila"
+USER = "manila"
+STATE = "/var/lib/manila"
+BACKEND = "lvm"
+SHARE_HOST_PATHS = ("/dev", "/lib/modules", "/run/lvm", "/var/lib/manila", "/var/lib/nfs")
+
+
+def manila_conf(ctx: Context) -> str:
+    return ini.render(osp.sections(
+        {
+            "DEFAULT": {
+                "use_stderr": True,
+                "state_path": STATE,
+                "auth_strategy": "keystone",
+                "enabled_share_backends": [BACKEND],
+                "enabled_share_protocols": ["NFS"],
+                "default_share_type": "default",
+                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+                "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
+            },
+            "database": osp.database(ctx, PROJECT),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            BACKEND: {
+                "share_driver": "manila.share.drivers.lvm.LVMShareDriver",
+                "share_backend_name": BACKEND,
+                "driver_handles_share_servers": False,
+                "lvm_share_volume_group": "lvm-shares",
+                # $my_ip: Manila's own option, the node's address (host network).
+                "lvm_share_export_ips": "$my_ip",
+            },
+            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
+            "oslo_middleware": {"enable_proxy_headers_parsing": True},
+            "cache": osp.cache(ctx),
+        },
+        osp.messaging(ctx, PROJECT),
+    ))
+
+
+def api_paste_ini(ctx: Context) -> str:
+    return ini.render({
+        **osp.paste_common(),
+        "composite:osapi_share": {"use": "call:manila.api:root_app_factory", "/": "apiversions",
+                                  "/healthcheck": "healthcheck", "/v2": "openstack_share_api_v2"},
+        "composite:openstack_share_api_v2": {
+            "use": "call:manila.api.middleware.auth:pipeline_factory",
+            "keystone": "request_id faultwrap http_proxy_to_wsgi sizelimit authtoken "
+                        "keystonecontext apiv2",
+        },
+        "pipeline:apiversions": {
+            "pipeline": "request_id faultwrap http_proxy_to_wsgi osshareversionapp"},
+        "app:apiv2": osp.paste_app("manila.api.v2.router:APIRouter.factory"),
+        "app:osshareversionapp": osp.paste_app("manila.api.versions:VersionsRouter.factory"),
+        "filter:request_id": osp.paste_filter("oslo_middleware.request_id:RequestId.factory"),
+        "filter:faultwrap": osp.paste_filter("manila.api.middleware.fault:FaultWrapper.factory"),
+        "filter:keystonecontext": osp.paste_filter(
+            "manila.api.middleware.auth:ManilaKeystoneContext.factory"),
+    })
+
+
+def _conf(ctx: Context) -> str:
+    return ctx.config_path(PROJECT, "manila.conf")
+
+
+_CONFIG = (ConfigFile("manila.conf", manila_conf, secret=True),
+           ConfigFile("api-paste.ini", api_paste_ini),
+           ConfigFile("rootwrap.conf", lambda ctx: osp.rootwrap_conf(PROJECT)))
+
+API_SERVICE = Service(
+    name=API,
+    description="OpenStack Shared File Systems API (Manila)",
+    package="manila",
+    image="manila",
+    port=8786,
+    config_files=_CONFIG,
+    config_dir=PROJECT,
+    settings_key=PROJECT,
+    database=PROJECT,
+    bootstrap=(Step("db sync", lambda ctx: ["manila-manage", "--config-file", _conf(ctx),
+                                            "db", "sync"]),),
+    command=lambda ctx: osp.uwsgi(ctx, API, "manila.wsgi.api:application"),
+    readiness=Readiness("/healthcheck"),
+    depends_on=("keystone",),
+    keystone=KeystoneRegistration("shared-file-system", "manila", "/v2", USER,
+                                  osp.password_secret(USER), osp.SERVICE_ROLES),
+    ingress="share",
+    messaging=True,
+    cache=True,
+)
+
+SCHEDULER_SERVICE = Service(
+    name=SCHEDULER,
+    description="OpenStack Shared File Systems scheduler",
+    package="manila",
+    image="manila",
+    config_files=_CONFIG,
+    config_dir=PROJECT,
+    settings_key=PROJECT,
+    command=lambda ctx: ["manila-scheduler", "--config-file", _conf(ctx)],
+    depends_on=(API,),
+    messaging=True,
+    cache=True,
+)
+
+SHARE_SERVICE = Service(
+    name=SHARE,
+    description="OpenStack Shared File Systems share service (LVM, NFS) on control-plane nodes",
+    package="manila",
+    image="manila",
+    config_files=_CONFIG,
+    config_dir=PROJECT,
+    settings_key=PROJECT,
+    command=lambda ctx: ["manila-share", "--config-file", _conf(ctx)],
+    depends_on=(API,),
+    workload=Workload(kind="DaemonSet", nodes="control-plane", privileged=True, host_network=True,
+                      host_paths=SHARE_HOST_PATHS, scalable=False),
+    messaging=True,
+    cache=True,
+)
+
+SERVICES = (API_SERVICE, SCHEDULER_SERVICE, SHARE_SERVICE)
