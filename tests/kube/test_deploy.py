@@ -111,6 +111,18 @@ def test_render_cli_writes_every_object(tmp_path):
     assert len(files) == len(_objects()) and len(files) > 30
     stdout = _teapot("deploy", "render", "-f", str(EXAMPLE))
     assert len([d for d in yaml.safe_load_all(stdout.stdout) if d]) == len(files)
+    assert "&id" not in stdout.stdout, "rendered YAML must not use anchors"
+
+
+def test_every_name_is_a_valid_dns_label():
+    import re
+
+    label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    for obj in _objects(ALL_ON):
+        assert label.match(obj["metadata"]["name"]) and len(obj["metadata"]["name"]) <= 63
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            assert label.match(c["name"]), f"{obj['metadata']['name']}: container {c['name']!r}"
 
 
 # -- bad files ---------------------------------------------------------------------------------------

@@ -17,6 +17,13 @@ def _file_args(parser, cluster: bool = True):
     return parser
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: every object reads on its own."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 def _load(args):
     from teapot.deploy import rollout
     from teapot.resources.errors import ValidationError
@@ -53,10 +60,10 @@ class Render(Command):
             out.mkdir(parents=True, exist_ok=True)
             for i, obj in enumerate(objects):
                 name = f"{i:03d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
-                (out / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+                (out / name).write_text(yaml.dump(obj, Dumper=_PlainDumper, sort_keys=False))
             print(f"{len(objects)} objects written to {out}", file=sys.stderr)
         else:
-            yaml.safe_dump_all(objects, sys.stdout, sort_keys=False)
+            yaml.dump_all(objects, sys.stdout, Dumper=_PlainDumper, sort_keys=False)
 
 
 class Plan(Command):

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import secrets as pysecrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -115,7 +116,8 @@ def _b64(text: str) -> str:
 
 
 def _dns_name(*parts: str, limit: int = 63) -> str:
-    name = "-".join(p for p in parts if p).replace("_", "-").replace(".", "-").lower()
+    """A DNS-1123 label: lower case letters, digits and '-'."""
+    name = re.sub(r"[^a-z0-9-]+", "-", "-".join(p for p in parts if p).lower()).strip("-")
     if len(name) <= limit:
         return name
     return name[: limit - 11] + "-" + _hash(name)
