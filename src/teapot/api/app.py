@@ -8,12 +8,12 @@ import uuid
 from oslo_config import cfg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from teapot import config, crypto
 from teapot.api import common
 from teapot.api.auth import TokenValidator
+from teapot.api.container_infra import routes as ci_routes
 from teapot.api.errors import APIError, error_response
 from teapot.api.hosts import routes as host_routes
 from teapot.api.policy import Enforcer, Forbidden
@@ -26,22 +26,6 @@ LOG = logging.getLogger(__name__)
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
-
-
-def _version(request: Request) -> dict:
-    base = _base_url(request)
-    return {"id": "v1", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/v1/"}]}
-
-
-async def root(request: Request) -> JSONResponse:
-    return JSONResponse({"versions": [_version(request)], "name": "Teapot API",
-                         "description": "Bare-metal Kubernetes clouds beside OpenStack"})
-
-
-async def v1(request: Request) -> JSONResponse:
-    base = _base_url(request)
-    return JSONResponse({**_version(request), "media_types": [{"base": "application/json"}],
-                         "hosts": [{"rel": "self", "href": f"{base}/v1/hosts/"}]})
 
 
 def _with_request_id(app: Starlette):
@@ -65,8 +49,8 @@ def _with_request_id(app: Starlette):
 
 
 def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
-    routes = [Route("/", root), Route("/v1", v1), Route("/v1/", v1)]
-    for route in host_routes.ROUTES:
+    routes = []
+    for route in [*ci_routes.ROUTES, *host_routes.ROUTES]:
         routes.append(Route(route.path, common.handler(route.endpoint), methods=list(route.methods)))
 
     async def on_api_error(request, exc: APIError):
@@ -76,7 +60,11 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
         return error_response(request, 400, str(exc), "invalid_input")
 
     async def on_not_found(request, exc: NotFound):
-        return error_response(request, 404, f"no host {exc.args[0]!r}", "not_found")
+        what = exc.args[0] if exc.args and exc.args[0] else "the object"
+        return error_response(request, 404, f"{what} not found", "not_found")
+
+    async def on_ambiguous(request, exc: LookupError):
+        return error_response(request, 409, str(exc), "conflict")
 
     async def on_forbidden(request, exc: Forbidden):
         return error_response(request, 403, str(exc), "forbidden")
@@ -87,6 +75,7 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
 
     app = Starlette(routes=routes, exception_handlers={
         APIError: on_api_error, ValidationError: on_validation, NotFound: on_not_found,
+        LookupError: on_ambiguous,
         Forbidden: on_forbidden, Exception: on_error,
     })
     engine = db_engine.make_engine(conf.database.connection)

@@ -14,6 +14,51 @@ RULES = [
     policy.RuleDefault("admin", ADMIN, description="Cloud administrators."),
     policy.RuleDefault("project_reader", "role:reader and project_id:%(project_id)s"),
     policy.RuleDefault("project_member", "role:member and project_id:%(project_id)s"),
+    policy.RuleDefault("admin_or_reader", "rule:admin or rule:project_reader"),
+    policy.RuleDefault("admin_or_member", "rule:admin or rule:project_member"),
+    *(
+        policy.DocumentedRuleDefault(
+            f"container-infra:{name}", rule, summary, [{"path": path, "method": method}])
+        for name, rule, summary, path, method in [
+            ("clustertemplate:get_all", "rule:admin_or_reader", "List cluster templates",
+             "/v1/clustertemplates", "GET"),
+            ("clustertemplate:get", "rule:admin_or_reader", "Show a cluster template",
+             "/v1/clustertemplates/{id}", "GET"),
+            ("clustertemplate:create", "rule:admin_or_member", "Create a cluster template",
+             "/v1/clustertemplates", "POST"),
+            ("clustertemplate:publish", "rule:admin", "Make a cluster template public",
+             "/v1/clustertemplates", "POST"),
+            ("clustertemplate:update", "rule:admin_or_member", "Update a cluster template",
+             "/v1/clustertemplates/{id}", "PATCH"),
+            ("clustertemplate:delete", "rule:admin_or_member", "Delete a cluster template",
+             "/v1/clustertemplates/{id}", "DELETE"),
+            ("cluster:get_all", "rule:admin_or_reader", "List clusters", "/v1/clusters", "GET"),
+            ("cluster:get", "rule:admin_or_reader", "Show a cluster", "/v1/clusters/{id}", "GET"),
+            ("cluster:create", "rule:admin_or_member", "Create a cluster", "/v1/clusters", "POST"),
+            ("cluster:update", "rule:admin_or_member", "Update, resize or upgrade a cluster",
+             "/v1/clusters/{id}", "PATCH"),
+            ("cluster:delete", "rule:admin_or_member", "Delete a cluster", "/v1/clusters/{id}",
+             "DELETE"),
+            ("nodegroup:get", "rule:admin_or_reader", "Show node groups",
+             "/v1/clusters/{id}/nodegroups", "GET"),
+            ("nodegroup:write", "rule:admin_or_member", "Create, update or delete node groups",
+             "/v1/clusters/{id}/nodegroups", "POST"),
+            ("certificate:get", "rule:admin_or_reader", "Show a cluster's CA",
+             "/v1/certificates/{cluster}", "GET"),
+            ("certificate:create", "rule:admin_or_member", "Sign a CSR with a cluster's CA",
+             "/v1/certificates", "POST"),
+            ("certificate:rotate_ca", "rule:admin_or_member", "Rotate a cluster's CA",
+             "/v1/certificates/{cluster}", "PATCH"),
+            ("quota:get", "rule:admin_or_reader", "Show a project's quota",
+             "/v1/quotas/{project}/{resource}", "GET"),
+            ("quota:write", "rule:admin", "Set quotas", "/v1/quotas", "POST"),
+            ("stats:get", "rule:admin_or_reader", "Cluster statistics", "/v1/stats", "GET"),
+            ("mservice:get_all", "rule:admin", "List Teapot's services", "/v1/mservices", "GET"),
+            ("hostclass:get", "rule:admin_or_reader", "List host classes (flavors)",
+             "/v1/hostclasses", "GET"),
+            ("hostclass:write", "rule:admin", "Manage host classes", "/v1/hostclasses", "POST"),
+        ]
+    ),
     *(
         policy.DocumentedRuleDefault(
             f"teapot:host:{action}", "rule:admin", f"{summary} (hosts are managed by cloud administrators)",
@@ -29,7 +74,14 @@ RULES = [
     ),
 ]
 
-WHY = {"teapot:host": "hosts are managed by cloud administrators and need the admin role"}
+WHY = {
+    "teapot:host": "hosts are managed by cloud administrators and need the admin role",
+    "container-infra:clustertemplate:publish": "only cloud administrators make public templates",
+    "container-infra:quota:write": "quotas are set by cloud administrators",
+    "container-infra:mservice": "Teapot's own services are for cloud administrators",
+    "container-infra:hostclass:write": "host classes are defined by cloud administrators",
+    "container-infra": "this needs the member role in the object's project (reader to read)",
+}
 
 
 class Forbidden(Exception):

@@ -64,3 +64,9 @@ class TeapotClient:
 
     def delete_host(self, ident: str) -> dict:
         return self._call("DELETE", f"/hosts/{ident}")
+
+    def list_hostclasses(self) -> list[dict]:
+        return self._call("GET", "/hostclasses")["hostclasses"]
+
+    def create_hostclass(self, body: dict) -> dict:
+        return self._call("POST", "/hostclasses", json=body)

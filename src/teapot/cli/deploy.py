@@ -145,7 +145,9 @@ class Register(Command):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        for opt in ("--service-type", "--service-name", "--region", "--public-url", "--internal-url"):
+        parser.add_argument("--service", action="append", required=True, metavar="TYPE=NAME",
+                            help="Catalog entry to register (repeatable)")
+        for opt in ("--region", "--public-url", "--internal-url"):
             parser.add_argument(opt, required=True)
         parser.add_argument("--user", help="Service user (password from $TEAPOT_SERVICE_PASSWORD)")
         parser.add_argument("--roles", default="service")
@@ -163,8 +165,11 @@ class Register(Command):
                   "password": os.environ["OS_PASSWORD"], "project_name": os.environ["OS_PROJECT_NAME"],
                   "user_domain_name": "Default", "project_domain_name": "Default"},
             auth_type="password", region_name=args.region)
-        keystone_setup.register_endpoints(conn, args.service_type, args.service_name, args.region,
-                                          {"public": args.public_url, "internal": args.internal_url})
+        for entry in args.service:
+            service_type, _, service_name = entry.partition("=")
+            keystone_setup.register_endpoints(conn, service_type, service_name or service_type,
+                                              args.region,
+                                              {"public": args.public_url, "internal": args.internal_url})
         if args.user:
             keystone_setup.ensure_user(conn, args.user, os.environ["TEAPOT_SERVICE_PASSWORD"],
                                        "service", args.roles.split(","))

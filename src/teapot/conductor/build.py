@@ -5,6 +5,7 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from teapot import crypto
+from teapot.conductor.clusters import ClusterReconciler
 from teapot.conductor.hosts import HostReconciler, Timing
 from teapot.conductor.loop import Loop, default_id
 from teapot.db import engine
@@ -17,6 +18,8 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
     provisioner = IronicProvisioner(conf.ironic.endpoint, emulated_deploy=conf.ironic.emulated_deploy)
     timing = Timing(busy=c.busy_interval, resync=c.resync_interval, lease=c.lease_seconds,
                     max_backoff=c.max_backoff)
-    hosts = HostReconciler(sm, provisioner, crypto.load_or_create_key(conf.secrets.key_file),
-                           c.id or default_id(), timing)
-    return Loop([hosts], workers=c.workers, poll_interval=c.poll_interval)
+    fernet = crypto.load_or_create_key(conf.secrets.key_file)
+    owner = c.id or default_id()
+    hosts = HostReconciler(sm, provisioner, fernet, owner, timing)
+    clusters = ClusterReconciler(sm, fernet, owner, timing)
+    return Loop([hosts, clusters], workers=c.workers, poll_interval=c.poll_interval)

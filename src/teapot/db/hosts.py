@@ -6,10 +6,11 @@ import time
 import uuid as uuidlib
 from collections.abc import Sequence
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from teapot.db import leases
 from teapot.db.models import Host, HostEvent
 from teapot.resources.errors import ValidationError
 
@@ -22,7 +23,7 @@ def get(session: Session, ident: str) -> Host:
     column = Host.uuid if _is_uuid(ident) else Host.name
     host = session.scalars(select(Host).where(column == ident)).first()
     if host is None:
-        raise NotFound(ident)
+        raise NotFound(f"host {ident}")
     return host
 
 
@@ -50,36 +51,16 @@ def create(session: Session, host: Host) -> Host:
 
 def due(sm: sessionmaker, now: float, limit: int) -> list[int]:
     """Hosts whose next look is due and that no live lease holds."""
-    with sm() as session:
-        return list(session.scalars(
-            select(Host.id)
-            .where(Host.next_attempt_at <= now)
-            .where(or_(Host.lease_owner.is_(None), Host.lease_expires_at < now))
-            .order_by(Host.next_attempt_at)
-            .limit(limit)
-        ))
+    return leases.due(sm, Host, now, limit)
 
 
 def acquire_lease(sm: sessionmaker, host_id: int, owner: str, seconds: float) -> bool:
-    """Take the host's lease if it is free or expired: one conditional UPDATE, so two conductors
-    can never both succeed."""
-    now = time.time()
-    with sm.begin() as session:
-        result = session.execute(
-            update(Host)
-            .where(Host.id == host_id)
-            .where(or_(Host.lease_owner.is_(None), Host.lease_owner == owner, Host.lease_expires_at < now))
-            .values(lease_owner=owner, lease_expires_at=now + seconds)
-        )
-        return result.rowcount == 1
+    """Take the host's lease if it is free or expired (see `leases`)."""
+    return leases.acquire(sm, Host, host_id, owner, seconds)
 
 
 def release_lease(sm: sessionmaker, host_id: int, owner: str) -> None:
-    with sm.begin() as session:
-        session.execute(
-            update(Host).where(Host.id == host_id, Host.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=0.0)
-        )
+    leases.release(sm, Host, host_id, owner)
 
 
 def save_status(sm: sessionmaker, host_id: int, owner: str, seen_generation: int, state: str,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Float, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,6 +24,10 @@ class Host(Base):
     user_data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # encrypted
     bmc_version: Mapped[int] = mapped_column(Integer, default=1)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    # the cluster that claimed the host (one statement claims; never one host for two clusters)
+    cluster_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    nodegroup: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     # status, written by the conductor
     state: Mapped[str] = mapped_column(String(32), index=True)
@@ -51,3 +55,90 @@ class HostEvent(Base):
     started_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float] = mapped_column(Float)
     outcome: Mapped[str] = mapped_column(Text)
+
+
+class HostClass(Base):
+    """A flavor for clusters: the host labels a host must carry to be of this class."""
+
+    __tablename__ = "host_classes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    labels: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ClusterTemplate(Base):
+    __tablename__ = "cluster_templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    attrs: Mapped[dict] = mapped_column(JSON, default=dict)  # the other Magnum fields
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    cluster_template_id: Mapped[str] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attrs: Mapped[dict] = mapped_column(JSON, default=dict)  # the other Magnum fields
+    ca_cert: Mapped[bytes] = mapped_column(LargeBinary)
+    ca_key: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted
+    secrets: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted JSON: bootstrap token, keys
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class NodeGroup(Base):
+    __tablename__ = "nodegroups"
+    __table_args__ = (UniqueConstraint("cluster_uuid", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    cluster_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    flavor_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    image_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    node_count: Mapped[int] = mapped_column(Integer)
+    min_node_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_node_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    labels: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    nodes_to_remove: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Quota(Base):
+    __tablename__ = "quotas"
+    __table_args__ = (UniqueConstraint("project_id", "resource"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(64))
+    hard_limit: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)

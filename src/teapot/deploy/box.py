@@ -25,6 +25,7 @@ from teapot.deploy.services import sushy_emulator
 from teapot.deploy.targets.local import DeployError, LocalContext, LocalTarget, log_tail
 
 DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511}
+EMULATED_CLASS = "baremetal"  # the host class (flavor) of a box's hosts
 CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
           "teapot-demo": ("demo", "demo", "demo-password")}
 
@@ -95,13 +96,17 @@ class Box:
         existing = {h["name"] for h in api.list_hosts()}
         names = []
         bmc = self.ctx.url("sushy-emulator").replace("http://", "redfish+http://")
-        for host in sushy_emulator.emulated_hosts(self.hosts):
+        for i, host in enumerate(sushy_emulator.emulated_hosts(self.hosts)):
             names.append(host["name"])
             if host["name"] in existing:
                 continue
             api.create_host({
                 "name": host["name"],
-                "labels": {"teapot.openstack.org/emulated": "true"},
+                # Emulated hosts have no network: their addresses come from the documentation
+                # range and are never contacted (clusters of emulated hosts are ready when their
+                # hosts are provisioned).
+                "labels": {"teapot.openstack.org/emulated": "true",
+                           "teapot.openstack.org/address": f"192.0.2.{10 + i % 240}"},
                 "spec": {
                     "online": False,
                     "bootMACAddress": host["mac"],
@@ -112,6 +117,9 @@ class Box:
                 "bmcCredentials": {"username": sushy_emulator.BMC_USERNAME,
                                    "password": self.ctx.secret("bmc-password")},
             })
+        if not any(c["name"] == EMULATED_CLASS for c in api.list_hostclasses()):
+            api.create_hostclass({"name": EMULATED_CLASS, "labels": {"teapot.openstack.org/emulated": "true"},
+                                  "description": "Emulated hosts of this box"})
         return names
 
     def wait_available(self, names: list[str], timeout: float = 600.0) -> None:

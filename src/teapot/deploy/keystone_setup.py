@@ -56,7 +56,8 @@ def register_endpoints(conn, service_type: str, service_name: str, region: str,
 
 
 def register(conn, reg: KeystoneRegistration, url: str, secret: Callable[[str], str]) -> None:
-    register_endpoints(conn, reg.service_type, reg.service_name, "RegionOne",
-                       {"public": url, "internal": url})
+    for service_type, service_name in ((reg.service_type, reg.service_name), *reg.also_types):
+        register_endpoints(conn, service_type, service_name, "RegionOne",
+                           {"public": url, "internal": url})
     if reg.user and reg.password_secret:
         ensure_user(conn, reg.user, secret(reg.password_secret), "service", reg.roles)

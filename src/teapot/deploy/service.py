@@ -90,6 +90,7 @@ class KeystoneRegistration:
     user: str | None = None
     password_secret: str | None = None
     roles: tuple[str, ...] = ("service",)
+    also_types: tuple[tuple[str, str], ...] = ()  # further (type, name) entries at the same URL
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
-"""Pieces every OpenStack service description shares: config sections rendered from the Context.
+"""Pieces every OpenStack service description shares: config sections rendered from the Context,
+Keystone registrations, and workers made from an API's description.
 
-Each helper returns the options of one section (a dict for `ini.render`); `sections()` merges them.
-Nothing here holds a password: they come from `ctx.secret(...)` and `ctx.database_url(...)`.
+Each section helper returns the options of one section (a dict for `ini.render`); `sections()` merges
+them. Nothing here holds a password: they come from `ctx.secret(...)` and `ctx.database_url(...)`.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from teapot.deploy.service import Context
+from teapot.deploy import ini
+from teapot.deploy.service import Argv, Context, KeystoneRegistration, Service
 
 # Roles of OpenStack service users. New-default policies accept `service` for service-to-service
 # calls; a few (Neutron port binding by Nova, Cinder volume events) still ask for `admin`.
@@ -46,6 +49,14 @@ def enabled(ctx: Context, key: str) -> bool:
         return False
     section = services.get(key)
     return isinstance(section, Mapping) and bool(section.get("enabled"))
+
+
+def registration(service_type: str, service_name: str, url_path: str,
+                 user: str) -> KeystoneRegistration:
+    """The catalog entry of a service and its service user `user`, whose password is the generated
+    `password_secret(user)`, with the roles `SERVICE_ROLES`."""
+    return KeystoneRegistration(service_type, service_name, url_path, user, password_secret(user),
+                                SERVICE_ROLES)
 
 
 def keystone_url(ctx: Context) -> str:
@@ -123,6 +134,33 @@ def database(ctx: Context, db: str) -> dict[str, Any]:
     return {"connection": ctx.database_url(db), "max_retries": -1, "connection_recycle_time": 600}
 
 
+def common_sections(ctx: Context, project: str) -> dict[str, dict[str, Any]]:
+    """The sections that close the config of every service here with RPC: external locks in its
+    data directory, proxy headers (its API is behind the ingress), and the shared cache."""
+    return {
+        "oslo_concurrency": oslo_concurrency(ctx, project),
+        "oslo_middleware": {"enable_proxy_headers_parsing": True},
+        "cache": cache(ctx),
+    }
+
+
+def service_conf(ctx: Context, project: str, user: str,
+                 own: Mapping[str, Mapping[str, Any]]) -> str:
+    """The config file of a service with a database and RPC (e.g. cinder.conf): [DEFAULT] logging to
+    stderr with its state in /var/lib/<project>, [database], [keystone_authtoken] as `user`; then
+    its `own` sections (its [DEFAULT] options follow those); then `common_sections` and messaging."""
+    return ini.render(sections(
+        {
+            "DEFAULT": {"use_stderr": True, "state_path": f"/var/lib/{project}"},
+            "database": database(ctx, project),
+            "keystone_authtoken": keystone_authtoken(ctx, user),
+        },
+        own,
+        common_sections(ctx, project),
+        messaging(ctx, project),
+    ))
+
+
 def sections(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Merge section dicts, later options winning."""
     out: dict[str, dict[str, Any]] = {}
@@ -144,6 +182,11 @@ def rootwrap_conf(project: str) -> str:
         "use_syslog = false",
         "",
     ])
+
+
+def command(binary: str, conf: Callable[[Context], str], *args: str) -> Argv:
+    """The argv `binary --config-file <conf(ctx)> args...` of a daemon or a manage command."""
+    return lambda ctx: [binary, "--config-file", conf(ctx), *args]
 
 
 def uwsgi(ctx: Context, name: str, module: str, processes: int = 2, threads: int = 1,
@@ -183,3 +226,19 @@ def paste_common() -> dict[str, dict[str, Any]]:
         "filter:authtoken": paste_filter("keystonemiddleware.auth_token:filter_factory"),
         "app:healthcheck": paste_healthcheck(),
     }
+
+
+# What is the API's alone: a worker made from it gets these fields' defaults back.
+_API_ONLY = ("port", "database", "bootstrap", "readiness", "keystone", "ingress", "env",
+             "workload", "extra")
+
+
+def worker(api: Service, name: str, description: str, argv: Argv, **changes: Any) -> Service:
+    """A service of the same project as `api` (its package, image, config files and directory,
+    settings, messaging and cache) that serves nothing: no port, database, bootstrap, readiness,
+    catalog entry, ingress, environment, workload or extra of the API's. It starts after the API,
+    whose bootstrap prepares the database; `changes` set any other field (e.g. `workload`)."""
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(Service) if f.name in _API_ONLY}
+    return dataclasses.replace(api, **{**defaults, "name": name, "description": description,
+                                       "command": argv, "depends_on": (api.name,), **changes})

@@ -10,7 +10,6 @@ from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
     Context,
-    KeystoneRegistration,
     Readiness,
     Service,
     Step,
@@ -23,7 +22,6 @@ SCHEDULER = "cinder-scheduler"
 VOLUME = "cinder-volume"
 PROJECT = "cinder"
 USER = "cinder"
-STATE = "/var/lib/cinder"
 BACKEND = "lvm"
 VOLUME_GROUP = "cinder-volumes"
 VOLUME_HOST_PATHS = ("/dev", "/lib/modules", "/run/lvm", "/sys/kernel/config", "/etc/target",
@@ -31,35 +29,25 @@ VOLUME_HOST_PATHS = ("/dev", "/lib/modules", "/run/lvm", "/sys/kernel/config", "
 
 
 def cinder_conf(ctx: Context) -> str:
-    return ini.render(osp.sections(
-        {
-            "DEFAULT": {
-                "use_stderr": True,
-                "state_path": STATE,
-                "auth_strategy": "keystone",
-                "enabled_backends": [BACKEND],
-                "glance_api_servers": ctx.url("glance-api") if osp.enabled(ctx, "glance") else None,
-                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
-                "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
-            },
-            "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
-            # Cinder tells Nova about extended volumes as the nova user.
-            "nova": ({**osp.service_auth(ctx, "nova"), "interface": "internal"}
-                     if osp.enabled(ctx, "nova") else {}),
-            BACKEND: {
-                "volume_driver": "cinder.volume.drivers.lvm.LVMVolumeDriver",
-                "volume_backend_name": BACKEND,
-                "volume_group": VOLUME_GROUP,
-                "target_helper": "lioadm",
-                "target_protocol": "iscsi",
-            },
-            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
-            "oslo_middleware": {"enable_proxy_headers_parsing": True},
-            "cache": osp.cache(ctx),
+    return osp.service_conf(ctx, PROJECT, USER, {
+        "DEFAULT": {
+            "auth_strategy": "keystone",
+            "enabled_backends": [BACKEND],
+            "glance_api_servers": ctx.url("glance-api") if osp.enabled(ctx, "glance") else None,
+            "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+            "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
         },
-        osp.messaging(ctx, PROJECT),
-    ))
+        # Cinder tells Nova about extended volumes as the nova user.
+        "nova": ({**osp.service_auth(ctx, "nova"), "interface": "internal"}
+                 if osp.enabled(ctx, "nova") else {}),
+        BACKEND: {
+            "volume_driver": "cinder.volume.drivers.lvm.LVMVolumeDriver",
+            "volume_backend_name": BACKEND,
+            "volume_group": VOLUME_GROUP,
+            "target_helper": "lioadm",
+            "target_protocol": "iscsi",
+        },
+    })
 
 
 def api_paste_ini(ctx: Context) -> str:
@@ -101,47 +89,26 @@ API_SERVICE = Service(
     config_dir=PROJECT,
     settings_key=PROJECT,
     database=PROJECT,
-    bootstrap=(Step("db sync", lambda ctx: ["cinder-manage", "--config-file", _conf(ctx),
-                                            "db", "sync"]),),
+    bootstrap=(Step("db sync", osp.command("cinder-manage", _conf, "db", "sync")),),
     command=lambda ctx: osp.uwsgi(ctx, API, "cinder.wsgi.api:application"),
     readiness=Readiness("/healthcheck"),
     depends_on=("keystone",),
-    keystone=KeystoneRegistration("block-storage", "cinder", "/v3/%(project_id)s", USER,
-                                  osp.password_secret(USER), osp.SERVICE_ROLES),
+    keystone=osp.registration("block-storage", "cinder", "/v3/%(project_id)s", USER),
     ingress="volume",
     messaging=True,
     cache=True,
 )
 
-SCHEDULER_SERVICE = Service(
-    name=SCHEDULER,
-    description="OpenStack Block Storage scheduler",
-    package="cinder",
-    image="cinder",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["cinder-scheduler", "--config-file", _conf(ctx)],
-    depends_on=(API,),
-    messaging=True,
-    cache=True,
-)
+SCHEDULER_SERVICE = osp.worker(API_SERVICE, SCHEDULER, "OpenStack Block Storage scheduler",
+                               osp.command("cinder-scheduler", _conf))
 
-VOLUME_SERVICE = Service(
-    name=VOLUME,
-    description="OpenStack Block Storage volume service (LVM over iSCSI) on control-plane nodes",
-    package="cinder",
-    image="cinder",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["cinder-volume", "--config-file", _conf(ctx)],
-    depends_on=(API,),
+VOLUME_SERVICE = osp.worker(
+    API_SERVICE, VOLUME,
+    "OpenStack Block Storage volume service (LVM over iSCSI) on control-plane nodes",
+    osp.command("cinder-volume", _conf),
     # Host network: the node's address is the iSCSI portal ($my_ip) and the service's host name.
     workload=Workload(kind="DaemonSet", nodes="control-plane", privileged=True, host_network=True,
                       host_paths=VOLUME_HOST_PATHS, scalable=False),
-    messaging=True,
-    cache=True,
 )
 
 SERVICES = (API_SERVICE, SCHEDULER_SERVICE, VOLUME_SERVICE)

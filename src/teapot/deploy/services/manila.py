@@ -12,7 +12,6 @@ from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
     Context,
-    KeystoneRegistration,
     Readiness,
     Service,
     Step,
@@ -25,40 +24,29 @@ SCHEDULER = "manila-scheduler"
 SHARE = "manila-share"
 PROJECT = "manila"
 USER = "manila"
-STATE = "/var/lib/manila"
 BACKEND = "lvm"
 SHARE_HOST_PATHS = ("/dev", "/lib/modules", "/run/lvm", "/var/lib/manila", "/var/lib/nfs")
 
 
 def manila_conf(ctx: Context) -> str:
-    return ini.render(osp.sections(
-        {
-            "DEFAULT": {
-                "use_stderr": True,
-                "state_path": STATE,
-                "auth_strategy": "keystone",
-                "enabled_share_backends": [BACKEND],
-                "enabled_share_protocols": ["NFS"],
-                "default_share_type": "default",
-                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
-                "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
-            },
-            "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
-            BACKEND: {
-                "share_driver": "manila.share.drivers.lvm.LVMShareDriver",
-                "share_backend_name": BACKEND,
-                "driver_handles_share_servers": False,
-                "lvm_share_volume_group": "lvm-shares",
-                # $my_ip: Manila's own option, the node's address (host network).
-                "lvm_share_export_ips": "$my_ip",
-            },
-            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
-            "oslo_middleware": {"enable_proxy_headers_parsing": True},
-            "cache": osp.cache(ctx),
+    return osp.service_conf(ctx, PROJECT, USER, {
+        "DEFAULT": {
+            "auth_strategy": "keystone",
+            "enabled_share_backends": [BACKEND],
+            "enabled_share_protocols": ["NFS"],
+            "default_share_type": "default",
+            "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+            "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
         },
-        osp.messaging(ctx, PROJECT),
-    ))
+        BACKEND: {
+            "share_driver": "manila.share.drivers.lvm.LVMShareDriver",
+            "share_backend_name": BACKEND,
+            "driver_handles_share_servers": False,
+            "lvm_share_volume_group": "lvm-shares",
+            # $my_ip: Manila's own option, the node's address (host network).
+            "lvm_share_export_ips": "$my_ip",
+        },
+    })
 
 
 def api_paste_ini(ctx: Context) -> str:
@@ -100,46 +88,25 @@ API_SERVICE = Service(
     config_dir=PROJECT,
     settings_key=PROJECT,
     database=PROJECT,
-    bootstrap=(Step("db sync", lambda ctx: ["manila-manage", "--config-file", _conf(ctx),
-                                            "db", "sync"]),),
+    bootstrap=(Step("db sync", osp.command("manila-manage", _conf, "db", "sync")),),
     command=lambda ctx: osp.uwsgi(ctx, API, "manila.wsgi.api:application"),
     readiness=Readiness("/healthcheck"),
     depends_on=("keystone",),
-    keystone=KeystoneRegistration("shared-file-system", "manila", "/v2", USER,
-                                  osp.password_secret(USER), osp.SERVICE_ROLES),
+    keystone=osp.registration("shared-file-system", "manila", "/v2", USER),
     ingress="share",
     messaging=True,
     cache=True,
 )
 
-SCHEDULER_SERVICE = Service(
-    name=SCHEDULER,
-    description="OpenStack Shared File Systems scheduler",
-    package="manila",
-    image="manila",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["manila-scheduler", "--config-file", _conf(ctx)],
-    depends_on=(API,),
-    messaging=True,
-    cache=True,
-)
+SCHEDULER_SERVICE = osp.worker(API_SERVICE, SCHEDULER, "OpenStack Shared File Systems scheduler",
+                               osp.command("manila-scheduler", _conf))
 
-SHARE_SERVICE = Service(
-    name=SHARE,
-    description="OpenStack Shared File Systems share service (LVM, NFS) on control-plane nodes",
-    package="manila",
-    image="manila",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["manila-share", "--config-file", _conf(ctx)],
-    depends_on=(API,),
+SHARE_SERVICE = osp.worker(
+    API_SERVICE, SHARE,
+    "OpenStack Shared File Systems share service (LVM, NFS) on control-plane nodes",
+    osp.command("manila-share", _conf),
     workload=Workload(kind="DaemonSet", nodes="control-plane", privileged=True, host_network=True,
                       host_paths=SHARE_HOST_PATHS, scalable=False),
-    messaging=True,
-    cache=True,
 )
 
 SERVICES = (API_SERVICE, SCHEDULER_SERVICE, SHARE_SERVICE)

@@ -13,7 +13,6 @@ from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
     Context,
-    KeystoneRegistration,
     Readiness,
     Service,
     Step,
@@ -28,7 +27,6 @@ OVS_AGENT = "neutron-openvswitch-agent"
 OVS = "openvswitch"
 PROJECT = "neutron"
 USER = "neutron"
-STATE = "/var/lib/neutron"
 OVS_RUN = "/run/openvswitch"
 OVS_DB = "/var/lib/openvswitch/conf.db"
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -37,30 +35,20 @@ OVSDB_LOCAL = "ptcp:6640:127.0.0.1"  # the agent's default ovsdb_connection
 
 def neutron_conf(ctx: Context) -> str:
     nova = osp.enabled(ctx, "nova")
-    return ini.render(osp.sections(
-        {
-            "DEFAULT": {
-                "use_stderr": True,
-                "state_path": STATE,
-                "core_plugin": "ml2",
-                "auth_strategy": "keystone",
-                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
-                # No DHCP agent: ports must not wait for one to provision them.
-                "enable_traditional_dhcp": False,
-                "notify_nova_on_port_status_changes": nova,
-                "notify_nova_on_port_data_changes": nova,
-                "rpc_workers": 1,
-                "rpc_state_report_workers": 1,
-            },
-            "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
-            "nova": {**osp.service_auth(ctx, "nova"), "endpoint_type": "internal"} if nova else {},
-            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
-            "oslo_middleware": {"enable_proxy_headers_parsing": True},
-            "cache": osp.cache(ctx),
+    return osp.service_conf(ctx, PROJECT, USER, {
+        "DEFAULT": {
+            "core_plugin": "ml2",
+            "auth_strategy": "keystone",
+            "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+            # No DHCP agent: ports must not wait for one to provision them.
+            "enable_traditional_dhcp": False,
+            "notify_nova_on_port_status_changes": nova,
+            "notify_nova_on_port_data_changes": nova,
+            "rpc_workers": 1,
+            "rpc_state_report_workers": 1,
         },
-        osp.messaging(ctx, PROJECT),
-    ))
+        "nova": {**osp.service_auth(ctx, "nova"), "endpoint_type": "internal"} if nova else {},
+    })
 
 
 def ml2_conf(ctx: Context) -> str:
@@ -143,39 +131,20 @@ SERVER_SERVICE = Service(
     env=_server_env,
     readiness=Readiness("/healthcheck"),
     depends_on=("keystone",),
-    keystone=KeystoneRegistration("network", "neutron", "", USER, osp.password_secret(USER),
-                                  osp.SERVICE_ROLES),
+    keystone=osp.registration("network", "neutron", "", USER),
     ingress="network",
     messaging=True,
     cache=True,
 )
 
-RPC_SERVICE = Service(
-    name=RPC,
-    description="OpenStack Networking RPC server (the agents' side of Neutron)",
-    package="neutron",
-    image="neutron",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["neutron-rpc-server", *_server_args(ctx)],
-    depends_on=(SERVER,),
-    messaging=True,
-    cache=True,
+RPC_SERVICE = osp.worker(
+    SERVER_SERVICE, RPC, "OpenStack Networking RPC server (the agents' side of Neutron)",
+    lambda ctx: ["neutron-rpc-server", *_server_args(ctx)],
 )
 
-PERIODIC_SERVICE = Service(
-    name=PERIODIC,
-    description="OpenStack Networking periodic workers",
-    package="neutron",
-    image="neutron",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["neutron-periodic-workers", *_server_args(ctx)],
-    depends_on=(SERVER,),
-    messaging=True,
-    cache=True,
+PERIODIC_SERVICE = osp.worker(
+    SERVER_SERVICE, PERIODIC, "OpenStack Networking periodic workers",
+    lambda ctx: ["neutron-periodic-workers", *_server_args(ctx)],
     workload=Workload(scalable=False),
 )
 
@@ -209,20 +178,14 @@ OVS_SERVICE = Service(
                       scalable=False, cpu="100m", memory="256Mi"),
 )
 
-OVS_AGENT_SERVICE = Service(
-    name=OVS_AGENT,
-    description="OpenStack Networking Open vSwitch agent on every node",
-    package="neutron",
-    image="neutron",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=lambda ctx: ["neutron-openvswitch-agent", "--config-file", _conf(ctx),
-                         "--config-file", _conf(ctx, "openvswitch_agent.ini")],
+OVS_AGENT_SERVICE = osp.worker(
+    SERVER_SERVICE, OVS_AGENT, "OpenStack Networking Open vSwitch agent on every node",
+    lambda ctx: ["neutron-openvswitch-agent", "--config-file", _conf(ctx),
+                 "--config-file", _conf(ctx, "openvswitch_agent.ini")],
     depends_on=(OVS, RPC),
     workload=Workload(kind="DaemonSet", nodes="all", privileged=True, host_network=True,
                       host_paths=(OVS_RUN, "/lib/modules"), scalable=False),
-    messaging=True,
+    cache=False,  # the agent does not wait for memcached
 )
 
 SERVICES = (SERVER_SERVICE, RPC_SERVICE, PERIODIC_SERVICE, OVS_SERVICE, OVS_AGENT_SERVICE)

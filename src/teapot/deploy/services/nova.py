@@ -14,7 +14,6 @@ from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
     Context,
-    KeystoneRegistration,
     Readiness,
     Service,
     Step,
@@ -76,9 +75,7 @@ def nova_conf(ctx: Context) -> str:
             "vnc": {"enabled": False},
             "upgrade_levels": {"compute": "auto"},
             "wsgi": {"api_paste_config": ctx.config_path(PROJECT, "api-paste.ini")},
-            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
-            "oslo_middleware": {"enable_proxy_headers_parsing": True},
-            "cache": osp.cache(ctx),
+            **osp.common_sections(ctx, PROJECT),
             # Read by the map_cell0 bootstrap step only (nova ignores the section): the cell0 URL
             # carries a password, which must not appear in a command line.
             "teapot": {"cell0_connection": ctx.database_url("nova_cell0")},
@@ -180,11 +177,6 @@ _CONFIG = (ConfigFile("nova.conf", nova_conf, secret=True),
            ConfigFile("api-paste.ini", api_paste_ini),
            ConfigFile("rootwrap.conf", lambda ctx: osp.rootwrap_conf(PROJECT)))
 
-
-def _daemon(binary: str):
-    return lambda ctx: [binary, "--config-file", _conf(ctx)]
-
-
 API_SERVICE = Service(
     name=API,
     description="OpenStack Compute API (Nova)",
@@ -205,41 +197,19 @@ API_SERVICE = Service(
     env=lambda ctx: {"OS_NOVA_CONFIG_DIR": ctx.config_path(PROJECT, "")},
     readiness=Readiness("/"),
     depends_on=("keystone", "placement-api", "glance-api", "neutron-server"),
-    keystone=KeystoneRegistration("compute", "nova", "/v2.1", USER, osp.password_secret(USER),
-                                  osp.SERVICE_ROLES),
+    keystone=osp.registration("compute", "nova", "/v2.1", USER),
     ingress="compute",
     messaging=True,
     cache=True,
     extra={"databases": DATABASES},
 )
 
-CONDUCTOR_SERVICE = Service(
-    name=CONDUCTOR,
-    description="OpenStack Compute conductor",
-    package="nova",
-    image="nova",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=_daemon("nova-conductor"),
-    depends_on=(API,),
-    messaging=True,
-    cache=True,
-)
+CONDUCTOR_SERVICE = osp.worker(API_SERVICE, CONDUCTOR, "OpenStack Compute conductor",
+                               osp.command("nova-conductor", _conf))
 
-SCHEDULER_SERVICE = Service(
-    name=SCHEDULER,
-    description="OpenStack Compute scheduler",
-    package="nova",
-    image="nova",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=_daemon("nova-scheduler"),
-    depends_on=(API, "placement-api"),
-    messaging=True,
-    cache=True,
-)
+SCHEDULER_SERVICE = osp.worker(API_SERVICE, SCHEDULER, "OpenStack Compute scheduler",
+                               osp.command("nova-scheduler", _conf),
+                               depends_on=(API, "placement-api"))
 
 LIBVIRT_SERVICE = Service(
     name=LIBVIRT,
@@ -256,20 +226,12 @@ LIBVIRT_SERVICE = Service(
                       host_paths=LIBVIRT_HOST_PATHS, scalable=False, cpu="100m", memory="256Mi"),
 )
 
-COMPUTE_SERVICE = Service(
-    name=COMPUTE,
-    description="OpenStack Compute agent (libvirt driver) on every compute node",
-    package="nova",
-    image="nova",
-    config_files=_CONFIG,
-    config_dir=PROJECT,
-    settings_key=PROJECT,
-    command=_daemon("nova-compute"),
+COMPUTE_SERVICE = osp.worker(
+    API_SERVICE, COMPUTE, "OpenStack Compute agent (libvirt driver) on every compute node",
+    osp.command("nova-compute", _conf),
     depends_on=(CONDUCTOR, LIBVIRT, "placement-api", "neutron-openvswitch-agent"),
     workload=Workload(kind="DaemonSet", nodes="compute", privileged=True, host_network=True,
                       host_paths=COMPUTE_HOST_PATHS, scalable=False, cpu="100m", memory="512Mi"),
-    messaging=True,
-    cache=True,
 )
 
 SERVICES = (API_SERVICE, CONDUCTOR_SERVICE, SCHEDULER_SERVICE, LIBVIRT_SERVICE, COMPUTE_SERVICE)

@@ -22,7 +22,6 @@ from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
     Context,
-    KeystoneRegistration,
     Readiness,
     Service,
     Step,
@@ -153,8 +152,7 @@ SERVICE = Service(
                          "--name", gateway_user(ctx.settings)],
     readiness=Readiness("/swift/healthcheck"),
     depends_on=("keystone",),
-    keystone=KeystoneRegistration("object-store", "swift", "/swift/v1/AUTH_%(project_id)s", USER,
-                                  osp.password_secret(USER), osp.SERVICE_ROLES),
+    keystone=osp.registration("object-store", "swift", "/swift/v1/AUTH_%(project_id)s", USER),
     ingress="object-store",
 )
 

@@ -19,7 +19,6 @@ from teapot.deploy import ini
 from teapot.deploy.service import (
     ConfigFile,
     Context,
-    KeystoneRegistration,
     Readiness,
     Service,
     Workload,
@@ -184,8 +183,7 @@ PROXY_SERVICE = Service(
     command=_proxy_command,
     readiness=Readiness("/healthcheck"),
     depends_on=("keystone", STORAGE),
-    keystone=KeystoneRegistration("object-store", "swift", "/v1/AUTH_%(project_id)s", USER,
-                                  osp.password_secret(USER), osp.SERVICE_ROLES),
+    keystone=osp.registration("object-store", "swift", "/v1/AUTH_%(project_id)s", USER),
     ingress="object-store",
     cache=True,
 )

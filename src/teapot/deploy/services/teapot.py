@@ -88,6 +88,8 @@ API = Service(
     keystone=KeystoneRegistration(
         service_type=SERVICE_TYPE, service_name="teapot", url_path="/v1",
         user="teapot", password_secret="teapot-password",
+        # The same API is Magnum's: python-magnumclient and `openstack coe` find it by this type.
+        also_types=(("container-infra", "teapot-container-infra"),),
     ),
 )
 

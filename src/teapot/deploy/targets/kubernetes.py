@@ -383,10 +383,11 @@ class Renderer:
         if reg is None:
             return []
         ext = self.settings["identity"]["external"]
-        argv = ["teapot", "deploy", "register", "--service-type", reg.service_type,
-                "--service-name", reg.service_name, "--region", self.settings["region"],
+        argv = ["teapot", "deploy", "register", "--region", self.settings["region"],
                 "--public-url", self.ctx.public_url(service.name) + reg.url_path,
                 "--internal-url", self.ctx.url(service.name) + reg.url_path]
+        for service_type, service_name in ((reg.service_type, reg.service_name), *reg.also_types):
+            argv += ["--service", f"{service_type}={service_name}"]
         env = [{"name": "OS_AUTH_URL", "value": self.ctx.url("keystone") + "/v3"}]
         if ext:
             for var, key in (("OS_USERNAME", "username"), ("OS_PASSWORD", "password"),

@@ -1,0 +1,218 @@
+"""The cluster reconciler: one step of the cluster state machine, under a lease.
+
+Claims hosts for node groups (all or none), gives each claimed host the template's image and a
+cloud-init userData that runs kubeadm, waits for the hosts, and settles the cluster's status;
+deleting (or failing to create) gives every host back, deprovisioned, to the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from cryptography.fernet import Fernet
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
+
+from teapot import pki
+from teapot.conductor.hosts import Timing
+from teapot.db import clusters as cdb
+from teapot.db import leases
+from teapot.db.models import Cluster, ClusterTemplate, Host, NodeGroup
+from teapot.drivers.bootstrap import kubeadm
+from teapot.resources import cluster as csm
+
+LOG = logging.getLogger(__name__)
+ADDRESS_LABEL = "teapot.openstack.org/address"
+MAX_STEPS = 6
+
+
+def host_address(host: Host) -> str:
+    return host.labels.get(ADDRESS_LABEL) or host.name
+
+
+def template_image(template: ClusterTemplate) -> dict:
+    labels = template.attrs.get("labels") or {}
+    image = {"url": template.attrs["image_id"],
+             "checksumType": labels.get("image_checksum_type", "sha256"),
+             "format": labels.get("image_format", "raw")}
+    if labels.get("image_checksum"):
+        image["checksum"] = labels["image_checksum"]
+    return image
+
+
+class ClusterReconciler:
+    kind = "cluster"
+
+    def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing):
+        self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+
+    def due(self, now: float, limit: int) -> list[int]:
+        return leases.due(self.sm, Cluster, now, limit)
+
+    def refresh(self) -> None:
+        pass  # everything a cluster needs to know is in Teapot's database
+
+    def reconcile(self, cluster_id: int) -> None:
+        if not leases.acquire(self.sm, Cluster, cluster_id, self.owner, self.timing.lease):
+            return
+        try:
+            for _ in range(MAX_STEPS):
+                if not self._step(cluster_id):
+                    break
+        finally:
+            leases.release(self.sm, Cluster, cluster_id, self.owner)
+
+    # -- looking ---------------------------------------------------------------------------------
+    def _view(self, session, row: Cluster) -> tuple[csm.ClusterView, list[NodeGroup], list[Host]]:
+        groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
+        hosts = list(cdb.hosts_of(session, row.uuid))
+        view = csm.ClusterView(
+            status=row.status, deleting=row.deleting,
+            nodegroups=tuple(csm.NodeGroupView(g.name, g.role, g.node_count, g.flavor_id,
+                                               tuple(g.nodes_to_remove or ())) for g in groups),
+            hosts=tuple(csm.HostView(h.name, h.uuid, h.nodegroup or "", h.state,
+                                     bool(h.spec.get("image")), h.status.get("errorCount", 0),
+                                     h.status.get("errorMessage", ""), h.created_at) for h in hosts))
+        return view, groups, hosts
+
+    def _step(self, cluster_id: int) -> bool:
+        with self.sm() as session:
+            row = session.get(Cluster, cluster_id)
+            if row is None:
+                return False
+            view, groups, hosts = self._view(session, row)
+            generation = row.generation
+        step = csm.plan(view)
+        LOG.debug("cluster %s: %s", row.name, step)
+        if isinstance(step, csm.Gone):
+            with self.sm.begin() as session:
+                session.execute(delete(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid))
+                session.execute(delete(Cluster).where(Cluster.id == cluster_id,
+                                                      Cluster.lease_owner == self.owner))
+            LOG.info("cluster %s deleted", row.name)
+            return False
+        if isinstance(step, csm.Claim):
+            return self._claim(row, groups, step, generation)
+        if isinstance(step, csm.Provision):
+            self._provision(row, groups, hosts, step.hosts)
+            return self._save(cluster_id, generation, delay=self.timing.busy,
+                              reason=f"provisioning {len(hosts)} host(s)")
+        if isinstance(step, csm.Deprovision):
+            self._set_hosts(step.hosts, image=None, user_data=None)
+            return self._save(cluster_id, generation, delay=self.timing.busy,
+                              reason=f"deprovisioning {len(step.hosts)} host(s)")
+        if isinstance(step, csm.Release):
+            cdb.release(self.sm, row.uuid, step.hosts)
+            return self._save(cluster_id, generation, delay=0.0)
+        if isinstance(step, csm.Settle):
+            return self._settle(row, groups, hosts, step, generation)
+        settled = row.status in csm.SETTLED and not row.deleting and not hosts_missing(view)
+        return self._save(cluster_id, generation,
+                          delay=self.timing.resync * 4 if settled else self.timing.busy)
+
+    # -- doing -----------------------------------------------------------------------------------
+    def _claim(self, row: Cluster, groups: list[NodeGroup], step: csm.Claim, generation: int) -> bool:
+        wants = {}
+        with self.sm() as session:
+            for g in groups:
+                if g.name in step.counts:
+                    hc = cdb.host_class(session, g.flavor_id or "")
+                    labels = hc.labels if hc else {"teapot.openstack.org/no-such-class": g.flavor_id or ""}
+                    wants[g.name] = (step.counts[g.name], g.flavor_id, labels)
+        try:
+            cdb.claim(self.sm, row.uuid, wants)
+        except cdb.ClaimShortage as e:
+            return self._settle(row, groups, [], csm.Settle(csm.FAILED[row.status], str(e), False),
+                                generation)
+        return self._save(row.id, generation, delay=0.0, reason="hosts claimed")
+
+    def _provision(self, row: Cluster, groups: list[NodeGroup], hosts: list[Host],
+                   names: tuple[str, ...]) -> None:
+        with self.sm() as session:
+            template = session.scalars(select(ClusterTemplate).where(
+                ClusterTemplate.uuid == row.cluster_template_id)).one()
+            image = template_image(template)
+        secrets = json.loads(self.fernet.decrypt(row.secrets))
+        ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
+        role_of = {g.name: g.role for g in groups}
+        ordered = sorted(hosts, key=lambda h: (role_of.get(h.nodegroup) != csm.ROLE_MASTER, h.name))
+        roles = csm.kubeadm_roles([(h.name, role_of.get(h.nodegroup, csm.ROLE_WORKER)) for h in ordered])
+        masters = [h for h in ordered if role_of.get(h.nodegroup) == csm.ROLE_MASTER]
+        endpoint = f"{host_address(masters[0])}:6443" if masters else ""
+        for host in hosts:
+            if host.name not in names:
+                continue
+            node = kubeadm.NodeConfig(
+                cluster_name=row.name, node_name=host.name, role=roles[host.name],
+                kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
+                api_endpoint=endpoint, ca=ca, bootstrap_token=secrets["bootstrap_token"],
+                certificate_key=secrets["certificate_key"])
+            self._set_hosts((host.name,), image=image, user_data=kubeadm.user_data(node))
+
+    def _set_hosts(self, names, image: dict | None, user_data: str | None) -> None:
+        with self.sm.begin() as session:
+            for host in session.scalars(select(Host).where(Host.name.in_(list(names)))):
+                spec = dict(host.spec)
+                if image is None:
+                    spec.pop("image", None)
+                    spec.pop("userData", None)
+                    spec["online"] = False
+                else:
+                    spec["image"] = image
+                    spec["userData"] = {"name": f"{host.name}-user-data"}
+                    spec["online"] = True
+                host.spec = spec
+                host.user_data = self.fernet.encrypt(user_data.encode()) if user_data else None
+                host.generation += 1
+                host.next_attempt_at = 0.0
+                host.updated_at = time.time()
+
+    def _settle(self, row: Cluster, groups: list[NodeGroup], hosts: list[Host], step: csm.Settle,
+                generation: int) -> bool:
+        role_of = {g.name: g.role for g in groups}
+        masters = sorted(host_address(h) for h in hosts if role_of.get(h.nodegroup) == csm.ROLE_MASTER)
+        workers = sorted(host_address(h) for h in hosts if role_of.get(h.nodegroup) != csm.ROLE_MASTER)
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            if current.generation != generation:
+                current.next_attempt_at = 0.0
+                return True  # changed meanwhile: look again
+            attrs = dict(current.attrs)
+            if step.healthy:
+                attrs.update(master_addresses=masters, node_addresses=workers,
+                             api_address=f"https://{masters[0]}:6443" if masters else None,
+                             health_status="HEALTHY", health_status_reason={})
+            else:
+                attrs.update(health_status="UNHEALTHY", faults={"reason": step.reason})
+            current.attrs = attrs
+            current.status, current.status_reason = step.status, step.reason
+            current.updated_at = time.time()
+            current.next_attempt_at = 0.0 if step.status == csm.CREATE_FAILED else time.time() + 60
+            for g in session.scalars(select(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid)):
+                g.status = step.status
+                g.nodes_to_remove = []
+            for g in [g for g in session.scalars(select(NodeGroup).where(
+                    NodeGroup.cluster_uuid == row.uuid)) if g.node_count == 0 and not g.is_default]:
+                session.delete(g)
+        LOG.info("cluster %s: %s (%s)", row.name, step.status, step.reason)
+        return step.status == csm.CREATE_FAILED
+
+    def _save(self, cluster_id: int, generation: int, delay: float, reason: str | None = None) -> bool:
+        with self.sm.begin() as session:
+            current = session.get(Cluster, cluster_id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            if reason and current.status in csm.IN_PROGRESS + (csm.DELETE_IN_PROGRESS,):
+                current.status_reason = reason
+            current.next_attempt_at = 0.0 if current.generation != generation else time.time() + delay
+            current.lease_expires_at = time.time() + self.timing.lease
+        return delay == 0.0
+
+
+def hosts_missing(view: csm.ClusterView) -> bool:
+    return any(len([h for h in view.hosts if h.nodegroup == g.name]) != g.node_count
+               for g in view.nodegroups)

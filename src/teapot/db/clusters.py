@@ -1,0 +1,123 @@
+"""Cluster queries: templates, clusters, node groups, quotas, and claiming hosts.
+
+A claim takes free hosts for every node group that needs them in one transaction: candidates are
+chosen in SQL, and the UPDATE only touches hosts still unclaimed, so the row count proves no host
+went to two clusters; any shortfall rolls the whole claim back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from teapot.db.hosts import NotFound, _is_uuid
+from teapot.db.models import Cluster, ClusterTemplate, Host, HostClass, NodeGroup, Quota
+
+
+class ClaimShortage(Exception):
+    pass
+
+
+def _match(labels: dict[str, str]):
+    return and_(*(Host.labels[key].as_string() == value for key, value in labels.items()))
+
+
+def free_hosts_query(labels: dict[str, str]):
+    return (select(Host.id).where(Host.cluster_uuid.is_(None), Host.state == "available",
+                                  Host.deleting.is_(False), _match(labels))
+            .order_by(Host.name))
+
+
+def count_matching(session: Session, labels: dict[str, str], free_only: bool = False) -> int:
+    query = select(func.count(Host.id)).where(_match(labels), Host.deleting.is_(False))
+    if free_only:
+        query = query.where(Host.cluster_uuid.is_(None), Host.state == "available")
+    return session.scalar(query) or 0
+
+
+def claim(sm: sessionmaker, cluster_uuid: str, wants: dict[str, tuple[int, str, dict]]) -> None:
+    """Claim hosts: `wants` maps node group → (count, host class name, class labels). All or none;
+    raises ClaimShortage naming the node group that could not be satisfied."""
+    with sm.begin() as session:
+        for nodegroup, (count, class_name, labels) in wants.items():
+            ids = list(session.scalars(free_hosts_query(labels).limit(count)))
+            if len(ids) < count:
+                raise ClaimShortage(
+                    f"not enough free hosts for node group {nodegroup} (host class {class_name}): "
+                    f"needs {count}, {len(ids)} free")
+            result = session.execute(
+                update(Host).where(Host.id.in_(ids), Host.cluster_uuid.is_(None))
+                .values(cluster_uuid=cluster_uuid, nodegroup=nodegroup, next_attempt_at=0.0)
+                .execution_options(synchronize_session=False))
+            if result.rowcount != len(ids):
+                raise ClaimShortage(f"hosts for node group {nodegroup} were taken meanwhile")
+
+
+def release(sm: sessionmaker, cluster_uuid: str, host_names: Sequence[str]) -> None:
+    with sm.begin() as session:
+        session.execute(
+            update(Host).where(Host.cluster_uuid == cluster_uuid, Host.name.in_(list(host_names)))
+            .values(cluster_uuid=None, nodegroup=None).execution_options(synchronize_session=False))
+
+
+def hosts_of(session: Session, cluster_uuid: str) -> Sequence[Host]:
+    return session.scalars(select(Host).where(Host.cluster_uuid == cluster_uuid)
+                           .order_by(Host.name)).all()
+
+
+def _get(session: Session, model, ident: str, project_id: str | None, what: str,
+         public_ok: bool = False):
+    column = model.uuid if _is_uuid(ident) else model.name
+    query = select(model).where(column == ident)
+    rows = session.scalars(query).all()
+    visible = [r for r in rows if project_id is None or r.project_id == project_id
+               or (public_ok and getattr(r, "public", False))]
+    if not visible:
+        raise NotFound(f"{what} {ident}")
+    if len(visible) > 1:
+        raise LookupError(f"several {what}s are named {ident}; use the uuid")
+    return visible[0]
+
+
+def get_template(session: Session, ident: str, project_id: str | None) -> ClusterTemplate:
+    return _get(session, ClusterTemplate, ident, project_id, "cluster template", public_ok=True)
+
+
+def get_cluster(session: Session, ident: str, project_id: str | None) -> Cluster:
+    return _get(session, Cluster, ident, project_id, "cluster")
+
+
+def templates(session: Session, project_id: str | None) -> Sequence[ClusterTemplate]:
+    query = select(ClusterTemplate).order_by(ClusterTemplate.id)
+    if project_id is not None:
+        query = query.where((ClusterTemplate.project_id == project_id) | ClusterTemplate.public)
+    return session.scalars(query).all()
+
+
+def clusters(session: Session, project_id: str | None) -> Sequence[Cluster]:
+    query = select(Cluster).order_by(Cluster.id)
+    if project_id is not None:
+        query = query.where(Cluster.project_id == project_id)
+    return session.scalars(query).all()
+
+
+def nodegroups(session: Session, cluster_uuids: Sequence[str]) -> dict[str, list[NodeGroup]]:
+    """Node groups of many clusters in one query (never one query per cluster)."""
+    out: dict[str, list[NodeGroup]] = {u: [] for u in cluster_uuids}
+    if not cluster_uuids:
+        return out
+    for ng in session.scalars(select(NodeGroup).where(NodeGroup.cluster_uuid.in_(list(cluster_uuids)))
+                              .order_by(NodeGroup.id)):
+        out[ng.cluster_uuid].append(ng)
+    return out
+
+
+def host_class(session: Session, name: str) -> HostClass | None:
+    return session.scalars(select(HostClass).where(HostClass.name == name)).first()
+
+
+def quota(session: Session, project_id: str, resource: str = "Cluster") -> Quota | None:
+    return session.scalars(select(Quota).where(Quota.project_id == project_id,
+                                               Quota.resource == resource)).first()

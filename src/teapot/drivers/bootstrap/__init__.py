@@ -1,0 +1,1 @@
+"""Bootstrap drivers: what a freshly provisioned host runs to become a Kubernetes node."""

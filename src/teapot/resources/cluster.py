@@ -1,0 +1,181 @@
+"""The cluster state machine: Magnum's statuses, and what a cluster's hosts need next.
+
+`plan()` looks at a cluster, its node groups and the hosts it holds, and returns the one next step;
+the conductor carries it out (claiming hosts is one guarded statement, see `db.clusters`). Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CREATE_IN_PROGRESS = "CREATE_IN_PROGRESS"
+CREATE_COMPLETE = "CREATE_COMPLETE"
+CREATE_FAILED = "CREATE_FAILED"
+UPDATE_IN_PROGRESS = "UPDATE_IN_PROGRESS"
+UPDATE_COMPLETE = "UPDATE_COMPLETE"
+UPDATE_FAILED = "UPDATE_FAILED"
+DELETE_IN_PROGRESS = "DELETE_IN_PROGRESS"
+DELETE_FAILED = "DELETE_FAILED"
+
+IN_PROGRESS = (CREATE_IN_PROGRESS, UPDATE_IN_PROGRESS)
+FAILED = {CREATE_IN_PROGRESS: CREATE_FAILED, UPDATE_IN_PROGRESS: UPDATE_FAILED}
+COMPLETE = {CREATE_IN_PROGRESS: CREATE_COMPLETE, UPDATE_IN_PROGRESS: UPDATE_COMPLETE}
+SETTLED = (CREATE_COMPLETE, UPDATE_COMPLETE, CREATE_FAILED, UPDATE_FAILED, DELETE_FAILED)
+HOST_ERRORS_BEFORE_FAILING = 3
+DEFAULT_KUBERNETES_VERSION = "v1.31.2"  # the template label kube_tag chooses another
+
+ROLE_MASTER = "master"
+ROLE_WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class HostView:
+    name: str
+    uuid: str
+    nodegroup: str
+    state: str  # the host's provisioning state
+    has_image: bool  # spec.image is set: asked to be provisioned
+    error_count: int = 0
+    error_message: str = ""
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeGroupView:
+    name: str
+    role: str
+    node_count: int
+    flavor_id: str | None
+    nodes_to_remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    status: str
+    deleting: bool
+    nodegroups: tuple[NodeGroupView, ...]
+    hosts: tuple[HostView, ...]
+
+
+# -- steps ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claim:
+    """Claim this many more free hosts per node group, all or none."""
+
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Provision:
+    hosts: tuple[str, ...]  # host names to give the cluster's image and user data
+
+
+@dataclass(frozen=True)
+class Deprovision:
+    hosts: tuple[str, ...]  # host names to clear (image removed, powered off)
+
+
+@dataclass(frozen=True)
+class Release:
+    hosts: tuple[str, ...]  # deprovisioned host names to return to the pool
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Change status (COMPLETE or FAILED) with a reason."""
+
+    status: str
+    reason: str
+    healthy: bool = True
+
+
+@dataclass(frozen=True)
+class Gone:
+    pass
+
+
+Step = Claim | Provision | Deprovision | Release | Wait | Settle | Gone
+
+
+def _by_group(view: ClusterView) -> dict[str, list[HostView]]:
+    groups: dict[str, list[HostView]] = {ng.name: [] for ng in view.nodegroups}
+    for host in view.hosts:
+        groups.setdefault(host.nodegroup, []).append(host)
+    return groups
+
+
+def _surplus(view: ClusterView, groups: dict[str, list[HostView]]) -> list[HostView]:
+    """Hosts beyond a group's node count: those named in nodes_to_remove first, then the newest."""
+    out: list[HostView] = []
+    wanted = {ng.name: ng for ng in view.nodegroups}
+    for name, hosts in groups.items():
+        ng = wanted.get(name)
+        extra = len(hosts) - (ng.node_count if ng else 0)
+        if extra <= 0:
+            continue
+        named = set(ng.nodes_to_remove) if ng else set()
+        ordered = sorted(hosts, key=lambda h: (not ({h.name, h.uuid} & named), -h.created_at, h.name))
+        out += ordered[:extra]
+    return out
+
+
+def _give_back(hosts: list[HostView]) -> Step | None:
+    """Deprovision, then release, the given hosts; None when there are none."""
+    provisioned = tuple(h.name for h in hosts if h.has_image)
+    if provisioned:
+        return Deprovision(provisioned)
+    busy = [h.name for h in hosts if h.state != "available"]
+    if busy:
+        return Wait(f"waiting for {len(busy)} host(s) to be cleaned: {', '.join(sorted(busy))}")
+    if hosts:
+        return Release(tuple(h.name for h in hosts))
+    return None
+
+
+def plan(view: ClusterView) -> Step:
+    groups = _by_group(view)
+    if view.deleting:
+        return _give_back(list(view.hosts)) or Gone()
+    if view.status in (CREATE_FAILED,):
+        return _give_back(list(view.hosts)) or Wait("failed; holds no hosts")
+    if view.status not in IN_PROGRESS:
+        return Wait("settled")
+
+    surplus = _surplus(view, groups)
+    if surplus:
+        return _give_back(surplus) or Wait("releasing hosts")
+    shortage = {ng.name: ng.node_count - len(groups.get(ng.name, [])) for ng in view.nodegroups}
+    shortage = {k: v for k, v in shortage.items() if v > 0}
+    if shortage:
+        return Claim(shortage)
+    failing = [h for h in view.hosts if h.error_count >= HOST_ERRORS_BEFORE_FAILING]
+    if failing:
+        h = failing[0]
+        return Settle(FAILED[view.status], f"host {h.name} failed: {h.error_message}", healthy=False)
+    unprovisioned = tuple(h.name for h in view.hosts if not h.has_image)
+    if unprovisioned:
+        return Provision(unprovisioned)
+    waiting = [h.name for h in view.hosts if h.state != "provisioned"]
+    if waiting:
+        return Wait(f"provisioning {len(waiting)} host(s)")
+    verb = "created" if view.status == CREATE_IN_PROGRESS else "updated"
+    return Settle(COMPLETE[view.status], f"cluster {verb}: {len(view.hosts)} host(s) provisioned")
+
+
+def kubeadm_roles(hosts_in_order: list[tuple[str, str]]) -> dict[str, str]:
+    """kubeadm role per host: `init` for the first master, `control-plane` for the other masters,
+    `worker` for the rest. Input: (host name, node group role), masters first in a stable order."""
+    roles: dict[str, str] = {}
+    first = True
+    for name, role in hosts_in_order:
+        if role == ROLE_MASTER:
+            roles[name] = "init" if first else "control-plane"
+            first = False
+        else:
+            roles[name] = "worker"
+    return roles
