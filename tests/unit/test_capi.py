@@ -402,3 +402,13 @@ def test_bad_images_are_refused(change, message):
     image = {k: v for k, v in {**IMAGE, **change}.items() if v is not None}
     with pytest.raises(ValueError, match=message):
         _render(image=image)
+
+
+def test_oci_image_has_no_checksum_fields():
+    image = {"url": "oci://registry.example.test/node:v1.31.2", "checksumType": "sha256",
+             "format": "raw"}
+    for template in _by_kind(_render(image=image), "Metal3MachineTemplate"):
+        assert template["spec"]["template"]["spec"]["image"] == {
+            "url": image["url"], "diskFormat": "raw"}
+    with pytest.raises(ValueError, match="oci"):
+        _render(image={**image, "checksum": "a" * 64})

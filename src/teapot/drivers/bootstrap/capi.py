@@ -148,8 +148,13 @@ def _image(image: dict) -> dict:
     if out.get("diskFormat", "raw") not in _DISK_FORMATS:
         raise ValueError(f"image format {out['diskFormat']!r} is not one of "
                          f"{', '.join(_DISK_FORMATS)}")
-    if (not out.get("checksum") and out.get("diskFormat") != "live-iso"
-            and not out["url"].startswith("oci://")):
+    if out["url"].startswith("oci://"):
+        # OCI images carry their own digests; CAPM3 forbids a checksum or checksumType for them.
+        if out.get("checksum"):
+            raise ValueError("an oci:// image takes no checksum")
+        out.pop("checksum", None)
+        out.pop("checksumType", None)
+    elif not out.get("checksum") and out.get("diskFormat") != "live-iso":
         # The baremetal-operator refuses a BareMetalHost image without one.
         raise ValueError("image has no checksum (required unless the format is live-iso)")
     return out
@@ -158,7 +163,7 @@ def _image(image: dict) -> dict:
 def _host_selector(flavor_id: Any, host_classes: dict[str, dict]) -> dict:
     host_class = host_classes.get(flavor_id) if isinstance(flavor_id, str) else None
     if host_class is None:
-        raise ValueError("unknown host class")
+        raise ValueError(f"unknown host class (flavor_id) {flavor_id!r}")
     labels = host_class.get("labels") or {}
     if not labels:
         # An empty selector would match every BareMetalHost in the namespace.
