@@ -17,12 +17,13 @@ class APIError(Exception):
 
 
 def error_response(request: Request, status: int, detail: str, code: str | None = None) -> JSONResponse:
-    title = HTTPStatus(status).phrase
+    phrase = HTTPStatus(status).phrase
     body = {"errors": [{
         "request_id": getattr(request.state, "request_id", ""),
-        "code": f"teapot.{code or title.lower().replace(' ', '_')}",
+        "code": f"teapot.{code or phrase.lower().replace(' ', '_')}",
         "status": status,
-        "title": title,
+        # As Magnum does: clients (python-magnumclient, `openstack coe`) show the title.
+        "title": detail,
         "detail": detail,
         "links": [],
     }]}

@@ -1,0 +1,335 @@
+"""container-infra (Magnum's API) against a running box, through python-magnumclient and
+`openstack coe`, with real Keystone tokens for two projects."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import sqlite3
+import subprocess
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from keystoneauth1 import session
+from keystoneauth1.identity import v3
+from magnumclient import exceptions as mexc
+from magnumclient.v1 import client as mclient
+
+from teapot.deploy.keystone_setup import admin_connection, ensure_user
+
+from .conftest import wait_for
+
+IMAGE = "https://images.example/ubuntu-2404-k8s.raw"
+CHECKSUM = "12" * 32
+
+
+def _session(box, user: str, password: str, project: str) -> session.Session:
+    auth = v3.Password(auth_url=box.url("keystone") + "/v3", username=user, password=password,
+                       project_name=project, user_domain_name="Default", project_domain_name="Default")
+    return session.Session(auth=auth)
+
+
+def _magnum(sess: session.Session) -> mclient.Client:
+    return mclient.Client(session=sess, service_type="container-infra", interface="public",
+                          api_version="1.14")
+
+
+@pytest.fixture(scope="module")
+def users(box):
+    conn = admin_connection(box.url("keystone") + "/v3", box.secret("admin-password"))
+    ensure_user(conn, "other", "other-test-password", "other", ["member"])
+    ensure_user(conn, "viewer", "viewer-test-password", "demo", ["reader"])
+    admin_auth = box.cloud_auth("teapot-admin")
+    demo_auth = box.cloud_auth("teapot-demo")
+    return {
+        "admin": _magnum(_session(box, "admin", admin_auth["password"], "admin")),
+        "demo": _magnum(_session(box, "demo", demo_auth["password"], "demo")),
+        "other": _magnum(_session(box, "other", "other-test-password", "other")),
+        "viewer": _magnum(_session(box, "viewer", "viewer-test-password", "demo")),
+        "demo_session": _session(box, "demo", demo_auth["password"], "demo"),
+    }
+
+
+@pytest.fixture(scope="module")
+def template(users):
+    t = users["demo"].cluster_templates.create(
+        name="k8s-bm", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal",
+        master_flavor_id="baremetal", external_network_id="public",
+        labels={"image_checksum": CHECKSUM, "kube_tag": "v1.31.2"})
+    yield t
+    try:
+        users["demo"].cluster_templates.delete(t.uuid)
+    except mexc.HttpError:
+        pass
+
+
+def _wait_status(client, uuid: str, *statuses: str, timeout: float = 120) -> object:
+    return wait_for(lambda: (c := client.clusters.get(uuid)).status in statuses and c,
+                    timeout=timeout, interval=0.5, what=f"cluster {uuid} in {statuses}")
+
+
+def _wait_gone(client, uuid: str) -> None:
+    def gone():
+        try:
+            client.clusters.get(uuid)
+        except mexc.NotFound:
+            return True
+        return False
+
+    wait_for(gone, timeout=180, what=f"cluster {uuid} deleted")
+
+
+def _free_hosts(box) -> int:
+    result = box.teapot("host", "list", "-f", "json")
+    return sum(1 for h in json.loads(result.stdout) if h["state"] == "available")
+
+
+# -- versions and microversions --------------------------------------------------------------------
+def test_versions_and_microversion_headers(box, users):
+    root = httpx.get(box.url("teapot-api") + "/").json()
+    assert root["versions"][0]["min_version"] == "1.1"
+    assert root["versions"][0]["max_version"] == "1.14"
+    token = users["demo_session"].get_token()
+    ok = httpx.get(box.url("teapot-api") + "/v1/clusters",
+                   headers={"X-Auth-Token": token, "OpenStack-API-Version": "container-infra 1.10"})
+    assert ok.status_code == 200
+    assert ok.headers["OpenStack-API-Minimum-Version"] == "container-infra 1.1"
+    assert ok.headers["OpenStack-API-Maximum-Version"] == "container-infra 1.14"
+    assert ok.headers["OpenStack-API-Version"] == "container-infra 1.10"
+    too_new = httpx.get(box.url("teapot-api") + "/v1/clusters",
+                        headers={"X-Auth-Token": token, "OpenStack-API-Version": "container-infra 1.99"})
+    assert too_new.status_code == 406
+    assert too_new.json()["errors"][0]["detail"].startswith("version 1.99 is not supported")
+
+
+# -- cluster templates -----------------------------------------------------------------------------
+def test_templates_are_per_project_and_public_ones_admin_made(users, template):
+    demo, other = users["demo"], users["other"]
+    assert demo.cluster_templates.get("k8s-bm").uuid == template.uuid
+    assert demo.cluster_templates.get(template.uuid).image_id == IMAGE
+    assert template.uuid not in [t.uuid for t in other.cluster_templates.list()]
+    with pytest.raises(mexc.NotFound):
+        other.cluster_templates.get(template.uuid)
+    with pytest.raises(mexc.Forbidden):
+        demo.cluster_templates.create(name="pub", image_id=IMAGE, coe="kubernetes",
+                                      flavor_id="baremetal", public=True,
+                                      labels={"image_checksum": CHECKSUM})
+    public = users["admin"].cluster_templates.create(
+        name="public-k8s", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal", public=True,
+        labels={"image_checksum": CHECKSUM})
+    try:
+        assert public.uuid in [t.uuid for t in other.cluster_templates.list()]
+    finally:
+        users["admin"].cluster_templates.delete(public.uuid)
+
+
+def test_template_update_is_a_json_patch(users):
+    t = users["demo"].cluster_templates.create(name="to-rename", image_id=IMAGE, coe="kubernetes",
+                                               flavor_id="baremetal", labels={"image_checksum": CHECKSUM})
+    updated = users["demo"].cluster_templates.update(
+        t.uuid, [{"op": "replace", "path": "/name", "value": "renamed"}])
+    assert updated.name == "renamed"
+    users["demo"].cluster_templates.delete(t.uuid)
+    with pytest.raises(mexc.NotFound):
+        users["demo"].cluster_templates.get(t.uuid)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"flavor_id": "no-such-class"}, "'no-such-class' is not a host class"),
+    ({"image_id": "ubuntu"}, "image_id"),
+    ({"coe": "swarm"}, "kubernetes"),
+])
+def test_bad_templates_are_400(users, change, words):
+    body = {"name": "bad", "image_id": IMAGE, "coe": "kubernetes", "flavor_id": "baremetal",
+            "labels": {"image_checksum": CHECKSUM}, **change}
+    with pytest.raises(mexc.BadRequest) as err:
+        users["demo"].cluster_templates.create(**body)
+    assert words in str(err.value)
+
+
+def test_a_flavor_no_host_can_satisfy_is_400(box, users):
+    admin_session = _session(box, "admin", box.cloud_auth("teapot-admin")["password"], "admin")
+    response = admin_session.post(box.url("teapot-api") + "/v1/hostclasses",
+                                  json={"name": "gpu", "labels": {"gpu": "a100"}}, raise_exc=False)
+    assert response.status_code in (201, 400)
+    with pytest.raises(mexc.BadRequest) as err:
+        users["demo"].cluster_templates.create(name="gpu", image_id=IMAGE, coe="kubernetes",
+                                               flavor_id="gpu", labels={"image_checksum": CHECKSUM})
+    assert "no host is of host class 'gpu'" in str(err.value)
+
+
+# -- clusters --------------------------------------------------------------------------------------
+def test_cluster_lifecycle(box, users, template):
+    demo, other, viewer = users["demo"], users["other"], users["viewer"]
+    free_before = _free_hosts(box)
+    created = demo.clusters.create(name="life", cluster_template_id=template.uuid, node_count=2,
+                                   master_count=1)
+    cluster = _wait_status(demo, created.uuid, "CREATE_COMPLETE", "CREATE_FAILED")
+    assert cluster.status == "CREATE_COMPLETE", cluster.status_reason
+    assert cluster.api_address.startswith("https://") and cluster.api_address.endswith(":6443")
+    assert len(cluster.master_addresses) == 1 and len(cluster.node_addresses) == 2
+    assert cluster.coe_version == "v1.31.2" and cluster.health_status == "HEALTHY"
+    assert _free_hosts(box) == free_before - 3
+
+    # tenancy: the other project cannot see it; a reader can read but not change
+    with pytest.raises(mexc.NotFound):
+        other.clusters.get(created.uuid)
+    assert created.uuid not in [c.uuid for c in other.clusters.list()]
+    assert viewer.clusters.get(created.uuid).name == "life"
+    with pytest.raises(mexc.Forbidden):
+        viewer.clusters.delete(created.uuid)
+
+    groups = {g.name: g for g in demo.nodegroups.list(created.uuid)}
+    assert set(groups) == {"default-master", "default-worker"}
+    assert demo.nodegroups.get(created.uuid, "default-worker").node_count == 2
+
+    # the hosts got kubeadm user data: the first master runs `kubeadm init`
+    db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
+    claimed = db.execute("SELECT name, nodegroup FROM hosts WHERE cluster_uuid = ?",
+                         (created.uuid,)).fetchall()
+    assert sorted(ng for _, ng in claimed) == ["default-master", "default-worker", "default-worker"]
+
+    # resize down, naming the host to remove
+    remove = next(name for name, ng in claimed if ng == "default-worker")
+    demo.clusters.resize(created.uuid, 1, nodes_to_remove=[remove])
+    cluster = _wait_status(demo, created.uuid, "UPDATE_COMPLETE", "UPDATE_FAILED")
+    assert cluster.status == "UPDATE_COMPLETE" and cluster.node_count == 1
+    still = {r[0] for r in db.execute("SELECT name FROM hosts WHERE cluster_uuid = ?", (created.uuid,))}
+    assert remove not in still and len(still) == 2
+
+    demo.clusters.delete(created.uuid)
+    _wait_gone(demo, created.uuid)
+    wait_for(lambda: _free_hosts(box) == free_before, timeout=120, what="hosts back in the pool")
+
+
+def test_not_enough_hosts_fails_cleanly(box, users, template):
+    free_before = _free_hosts(box)
+    created = users["demo"].clusters.create(name="huge", cluster_template_id=template.uuid,
+                                            node_count=50, master_count=1)
+    cluster = _wait_status(users["demo"], created.uuid, "CREATE_FAILED", "CREATE_COMPLETE")
+    assert cluster.status == "CREATE_FAILED"
+    assert "not enough free hosts" in cluster.status_reason and "needs 50" in cluster.status_reason
+    assert _free_hosts(box) == free_before
+    users["demo"].clusters.delete(created.uuid)
+    _wait_gone(users["demo"], created.uuid)
+
+
+def test_certificates(users, template):
+    demo = users["demo"]
+    created = demo.clusters.create(name="certs", cluster_template_id=template.uuid, node_count=0,
+                                   master_count=1)
+    try:
+        ca_pem = demo.certificates.get(cluster_uuid=created.uuid).pem
+        ca = x509.load_pem_x509_certificate(ca_pem.encode())
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, "alice"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
+            .sign(key, hashes.SHA256()))
+        signed = demo.certificates.create(cluster_uuid=created.uuid,
+                                          csr=csr.public_bytes(serialization.Encoding.PEM).decode())
+        cert = x509.load_pem_x509_certificate(signed.pem.encode())
+        assert cert.subject == csr.subject
+        ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                               cert.signature_hash_algorithm)
+        with pytest.raises(mexc.BadRequest):
+            demo.certificates.create(cluster_uuid=created.uuid, csr="not a csr")
+        with pytest.raises(mexc.NotFound):
+            users["other"].certificates.get(cluster_uuid=created.uuid)
+        demo.certificates.rotate_ca(cluster_uuid=created.uuid)
+        assert demo.certificates.get(cluster_uuid=created.uuid).pem != ca_pem
+    finally:
+        demo.clusters.delete(created.uuid)
+        _wait_gone(demo, created.uuid)
+
+
+def test_quotas_stats_and_mservices(box, users, template):
+    conn = admin_connection(box.url("keystone") + "/v3", box.secret("admin-password"))
+    other_project = conn.identity.find_project("other", domain_id="default").id
+    admin = users["admin"]
+    with pytest.raises(mexc.Forbidden):
+        users["other"].quotas.create(project_id=other_project, resource="Cluster", hard_limit=5)
+    admin.quotas.create(project_id=other_project, resource="Cluster", hard_limit=0)
+    try:
+        other_template = users["other"].cluster_templates.create(
+            name="mine", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal",
+            labels={"image_checksum": CHECKSUM})
+        with pytest.raises(mexc.Forbidden) as err:
+            users["other"].clusters.create(name="over", cluster_template_id=other_template.uuid,
+                                           node_count=1)
+        assert "quota" in str(err.value)
+        assert admin.quotas.get(other_project, "Cluster").hard_limit == 0
+        users["other"].cluster_templates.delete(other_template.uuid)
+    finally:
+        admin.quotas.delete(other_project, "Cluster")
+    stats = users["demo"].stats.list()
+    assert stats.clusters >= 0 and stats.nodes >= 0
+    assert [s.binary for s in admin.mservices.list()] and all(
+        s.binary == "teapot-conductor" for s in admin.mservices.list())
+    with pytest.raises(mexc.Forbidden):
+        users["demo"].mservices.list()
+
+
+def test_concurrent_creates_never_share_a_host(box, users, template):
+    demo = users["demo"]
+    free = _free_hosts(box)
+
+    def create(i: int) -> str:
+        return demo.clusters.create(name=f"race-{i}", cluster_template_id=template.uuid,
+                                    node_count=1, master_count=1).uuid
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        uuids = list(pool.map(create, range(10)))
+    try:
+        final = [_wait_status(demo, u, "CREATE_COMPLETE", "CREATE_FAILED") for u in uuids]
+        complete = [c for c in final if c.status == "CREATE_COMPLETE"]
+        assert len(complete) == free // 2
+        db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
+        rows = db.execute("SELECT name, cluster_uuid FROM hosts WHERE cluster_uuid IS NOT NULL").fetchall()
+        owners = {}
+        for name, owner in rows:
+            assert name not in owners
+            owners[name] = owner
+        for c in final:
+            held = [n for n, o in owners.items() if o == c.uuid]
+            assert len(held) == (2 if c.status == "CREATE_COMPLETE" else 0), (c.name, held)
+    finally:
+        for u in uuids:
+            demo.clusters.delete(u)
+        for u in uuids:
+            _wait_gone(demo, u)
+    wait_for(lambda: _free_hosts(box) == free, timeout=180, what="hosts back in the pool")
+
+
+def test_openstack_coe_commands(box, template, tmp_path):
+    def coe(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(["openstack", "--os-cloud", "teapot-demo", "coe", *args],
+                                capture_output=True, text=True, env=box.env(), timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    coe("cluster", "create", "cli", "--cluster-template", "k8s-bm", "--node-count", "1")
+    wait_for(lambda: json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["status"]
+             == "CREATE_COMPLETE", timeout=120, what="cli cluster complete")
+    listed = json.loads(coe("cluster", "list", "-f", "json").stdout)
+    assert any(c["name"] == "cli" and c["status"] == "CREATE_COMPLETE" for c in listed)
+    coe("cluster", "config", "cli", "--dir", str(tmp_path), "--force")
+    import yaml
+
+    kubeconfig = yaml.safe_load((tmp_path / "config").read_text())
+    assert kubeconfig["clusters"][0]["cluster"]["server"].endswith(":6443")
+    import base64
+
+    ca = x509.load_pem_x509_certificate(
+        base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]))
+    client_cert = x509.load_pem_x509_certificate(
+        base64.b64decode(kubeconfig["users"][0]["user"]["client-certificate-data"]))
+    ca.public_key().verify(client_cert.signature, client_cert.tbs_certificate_bytes,
+                           padding.PKCS1v15(), client_cert.signature_hash_algorithm)
+    coe("cluster", "delete", "cli")
+    wait_for(lambda: "cli" not in coe("cluster", "list", "-f", "value", "-c", "name").stdout.split(),
+             timeout=180, what="cli cluster deleted")
