@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.kube.conftest import KubeCluster  # noqa: E402
 
 from teapot.deploy import rollout, settings  # noqa: E402
-from teapot.deploy.kube import Cluster  # noqa: E402
+from teapot.kube import Cluster  # noqa: E402
 
 EVERYTHING = """
 services: {rgw: {enabled: true}, swift: {enabled: false}}

@@ -44,6 +44,15 @@ OPTS = {
         cfg.FloatOpt("max_backoff", default=300.0, min=1.0,
                      help="Longest wait before retrying a failed operation."),
     ],
+    "clusters": [
+        cfg.StrOpt("driver", default="hosts", choices=["hosts", "capi"],
+                   help="hosts: Teapot claims hosts and provisions them with kubeadm user data; "
+                        "capi: Cluster API and Metal³ in a management cluster do it."),
+        cfg.StrOpt("management_kubeconfig", help="kubeconfig of the management cluster (capi)."),
+        cfg.StrOpt("management_context", help="Its context (capi)."),
+        cfg.StrOpt("management_namespace", default="teapot-clusters",
+                   help="Namespace of the clusters' objects and of the BareMetalHosts (capi)."),
+    ],
     "secrets": [
         cfg.StrOpt("key_file", required=True,
                    help="Fernet key file that encrypts BMC credentials and user data at rest; "

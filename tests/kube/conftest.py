@@ -15,6 +15,16 @@ import yaml
 from kmock._internal import enums, k8s
 
 APPLY = "application/apply-patch+yaml"
+# Custom resources a management cluster serves (cert-manager, Cluster API, CAPM3).
+CRDS = {
+    "cert-manager.io/v1/certificates": "Certificate",
+    "cluster.x-k8s.io/v1beta2/clusters": "Cluster",
+    "cluster.x-k8s.io/v1beta2/machinedeployments": "MachineDeployment",
+    "controlplane.cluster.x-k8s.io/v1beta2/kubeadmcontrolplanes": "KubeadmControlPlane",
+    "bootstrap.cluster.x-k8s.io/v1beta2/kubeadmconfigtemplates": "KubeadmConfigTemplate",
+    "infrastructure.cluster.x-k8s.io/v1beta2/metal3clusters": "Metal3Cluster",
+    "infrastructure.cluster.x-k8s.io/v1beta2/metal3machinetemplates": "Metal3MachineTemplate",
+}
 
 
 class ClusterEmulator(k8s.KubernetesEmulator):
@@ -77,9 +87,10 @@ class KubeCluster:
         self.server = kmock.Server(self.emulator)
         await self.server.__aenter__()
         self.emulator.resources.load_bundled()
-        self.emulator.resources["cert-manager.io/v1/certificates"] = kmock.ResourceInfo(
-            kind="Certificate", namespaced=True, singular="certificate",
-            verbs={"get", "list", "create", "patch", "update", "delete"})
+        for path, kind in CRDS.items():
+            self.emulator.resources[path] = kmock.ResourceInfo(
+                kind=kind, namespaced=True, singular=kind.lower(),
+                verbs={"get", "list", "create", "patch", "update", "delete"})
         url = str(self.emulator.url).rstrip("/")
         self.kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
@@ -96,6 +107,13 @@ class KubeCluster:
         asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+    def patch(self, resource: str, namespace: str, name: str, patch: dict) -> None:
+        async def do():
+            key = (kmock.resource(resource), namespace, name)
+            async with self.emulator._lock:
+                self.emulator.objects[key].patch(patch)
+        asyncio.run_coroutine_threadsafe(do(), self.loop).result(10)
 
     def objects(self) -> list[dict]:
         async def collect():

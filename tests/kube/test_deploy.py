@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from teapot.deploy import rollout, settings
-from teapot.deploy.kube import Cluster
+from teapot.kube import Cluster
 from teapot.resources.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -37,7 +37,7 @@ def _load(args):
 
 
 def _cluster(args):
-    from teapot.deploy.kube import Cluster
+    from teapot.kube import Cluster
 
     return Cluster(args.kubeconfig, args.context)
 

@@ -21,5 +21,12 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
     fernet = crypto.load_or_create_key(conf.secrets.key_file)
     owner = c.id or default_id()
     hosts = HostReconciler(sm, provisioner, fernet, owner, timing)
-    clusters = ClusterReconciler(sm, fernet, owner, timing)
+    management = None
+    if conf.clusters.driver == "capi":
+        from teapot.drivers.bootstrap.management import ManagementCluster
+
+        management = ManagementCluster(conf.clusters.management_kubeconfig,
+                                       conf.clusters.management_context,
+                                       conf.clusters.management_namespace)
+    clusters = ClusterReconciler(sm, fernet, owner, timing, management)
     return Loop([hosts, clusters], workers=c.workers, poll_interval=c.poll_interval)

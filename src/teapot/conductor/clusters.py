@@ -45,8 +45,10 @@ def template_image(template: ClusterTemplate) -> dict:
 class ClusterReconciler:
     kind = "cluster"
 
-    def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing):
+    def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
+                 management=None):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        self.management = management  # a ManagementCluster when Cluster API does the work
 
     def due(self, now: float, limit: int) -> list[int]:
         return leases.due(self.sm, Cluster, now, limit)
@@ -84,6 +86,8 @@ class ClusterReconciler:
                 return False
             view, groups, hosts = self._view(session, row)
             generation = row.generation
+        if self.management is not None:
+            return self._step_capi(row, groups, generation)
         step = csm.plan(view)
         LOG.debug("cluster %s: %s", row.name, step)
         if isinstance(step, csm.Gone):
@@ -111,6 +115,66 @@ class ClusterReconciler:
         settled = row.status in csm.SETTLED and not row.deleting and not hosts_missing(view)
         return self._save(cluster_id, generation,
                           delay=self.timing.resync * 4 if settled else self.timing.busy)
+
+    # -- Cluster API ------------------------------------------------------------------------------
+    def _step_capi(self, row: Cluster, groups: list[NodeGroup], generation: int) -> bool:
+        observed = self.management.observe(row.uuid)
+        step = csm.plan_capi(row.status, row.deleting, generation,
+                             row.attrs.get("applied_generation", 0), observed)
+        if isinstance(step, csm.Gone):
+            with self.sm.begin() as session:
+                session.execute(delete(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid))
+                session.execute(delete(Cluster).where(Cluster.id == row.id,
+                                                      Cluster.lease_owner == self.owner))
+            return False
+        if isinstance(step, csm.DeleteObjects):
+            self.management.delete(row.uuid)
+            return self._save(row.id, generation, delay=self.timing.busy)
+        if isinstance(step, csm.ApplyObjects):
+            self.management.apply(self._capi_objects(row, groups))
+            with self.sm.begin() as session:
+                current = session.get(Cluster, row.id)
+                current.attrs = {**current.attrs, "applied_generation": generation}
+                current.generation = generation  # recording this is not a change of spec
+            return self._save(row.id, generation, delay=self.timing.busy,
+                              reason="Cluster API objects applied")
+        if isinstance(step, csm.Settle):
+            with self.sm.begin() as session:
+                current = session.get(Cluster, row.id)
+                if current.generation != generation:
+                    return True
+                address = observed.endpoint.rsplit(":", 1)[0] if observed.endpoint else None
+                current.attrs = {**current.attrs, "health_status": "HEALTHY",
+                                 "api_address": f"https://{observed.endpoint}" if address else None,
+                                 "master_addresses": [address] if address else []}
+                current.status, current.status_reason = step.status, step.reason
+                current.updated_at = time.time()
+                current.next_attempt_at = time.time() + 60
+                for g in session.scalars(select(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid)):
+                    g.status = step.status
+            return False
+        return self._save(row.id, generation, delay=self.timing.busy)
+
+    def _capi_objects(self, row: Cluster, groups: list[NodeGroup]) -> list[dict]:
+        from teapot.db.models import HostClass
+        from teapot.drivers.bootstrap import capi
+
+        with self.sm() as session:
+            template = session.scalars(select(ClusterTemplate).where(
+                ClusterTemplate.uuid == row.cluster_template_id)).one()
+            classes = {c.name: {"labels": c.labels} for c in session.scalars(select(HostClass))}
+        labels = row.attrs.get("labels") or {}
+        endpoint = labels.get("control_plane_endpoint")
+        host, _, port = (endpoint or "").partition(":")
+        return capi.render(
+            {"uuid": row.uuid, "name": row.name, "project_id": row.project_id, "labels": labels,
+             "keypair": row.attrs.get("keypair")},
+            [{"name": g.name, "role": g.role, "node_count": g.node_count, "flavor_id": g.flavor_id,
+              "is_default": g.is_default} for g in groups],
+            classes, namespace=self.management.namespace,
+            kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
+            image=template_image(template),
+            control_plane_endpoint={"host": host, "port": int(port or 6443)} if host else None)
 
     # -- doing -----------------------------------------------------------------------------------
     def _claim(self, row: Cluster, groups: list[NodeGroup], step: csm.Claim, generation: int) -> bool:

@@ -8,11 +8,12 @@ import copy
 import time
 from collections.abc import Callable
 
-from teapot.deploy import kube, plan
+from teapot import kube
+from teapot.deploy import plan
 from teapot.deploy import settings as settings_mod
 from teapot.deploy.service import settings_key
 from teapot.deploy.services import kubernetes as kubernetes_services
-from teapot.deploy.targets.kubernetes import Unit, render
+from teapot.deploy.targets.kubernetes import MANAGED_BY, PART_OF, Unit, render
 from teapot.resources.errors import ValidationError
 
 Say = Callable[[str], None]
@@ -60,7 +61,8 @@ def check_dependencies(cfg: dict) -> None:
 def compute_plan(cfg: dict, cluster: kube.Cluster) -> tuple[list[Unit], list[plan.Change]]:
     units = desired(cfg, cluster)
     objects = [o for u in units for o in u.objects]
-    return units, plan.plan(objects, cluster.owned(cfg["namespace"], cfg["name"]))
+    selector = f"{MANAGED_BY}=teapot,{PART_OF}={cfg['name']}"
+    return units, plan.plan(objects, cluster.owned(cfg["namespace"], selector))
 
 
 def wait_ready(cluster: kube.Cluster, obj: dict, say: Say, timeout: float) -> None:

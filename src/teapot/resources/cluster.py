@@ -179,3 +179,36 @@ def kubeadm_roles(hosts_in_order: list[tuple[str, str]]) -> dict[str, str]:
         else:
             roles[name] = "worker"
     return roles
+
+
+# -- clusters through Cluster API in a management cluster ------------------------------------------
+@dataclass(frozen=True)
+class CapiObserved:
+    objects: int  # this cluster's objects still in the management cluster
+    ready: bool  # the Cluster reports Available
+    endpoint: str | None  # host:port of the control plane
+
+
+@dataclass(frozen=True)
+class ApplyObjects:
+    pass
+
+
+@dataclass(frozen=True)
+class DeleteObjects:
+    pass
+
+
+def plan_capi(status: str, deleting: bool, generation: int, applied_generation: int,
+              observed: CapiObserved) -> Step | ApplyObjects | DeleteObjects:
+    """Next step for a cluster whose machines Cluster API manages."""
+    if deleting:
+        return DeleteObjects() if observed.objects else Gone()
+    if status not in IN_PROGRESS:
+        return Wait("settled")
+    if applied_generation < generation or not observed.objects:
+        return ApplyObjects()
+    if observed.ready:
+        verb = "created" if status == CREATE_IN_PROGRESS else "updated"
+        return Settle(COMPLETE[status], f"cluster {verb} by Cluster API")
+    return Wait("Cluster API is provisioning the machines")

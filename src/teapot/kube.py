@@ -1,10 +1,10 @@
-"""Talking to a Kubernetes cluster (the official client's dynamic client): read, apply, delete, wait."""
+"""Talking to a Kubernetes cluster (the official client's dynamic client): read, apply, delete, wait.
+
+Used by the deployer (the control plane on a management cluster) and by the Cluster API driver."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from teapot.deploy.targets.kubernetes import MANAGED_BY, PART_OF
 
 FIELD_MANAGER = "teapot"
 # Kinds Teapot creates, in the order their leftovers are pruned (dependents first).
@@ -31,11 +31,10 @@ class Cluster:
         except ResourceNotFoundError:
             return None
 
-    def owned(self, namespace: str, deployment: str) -> list[dict]:
-        """Every object this deployment created that is still there."""
-        selector = f"{MANAGED_BY}=teapot,{PART_OF}={deployment}"
+    def owned(self, namespace: str, selector: str, kinds=KINDS) -> list[dict]:
+        """Every object of these kinds in `namespace` that matches the label selector."""
         found = []
-        for api_version, kind in KINDS:
+        for api_version, kind in kinds:
             resource = self._resource(api_version, kind)
             if resource is None:
                 continue
