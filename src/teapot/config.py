@@ -48,6 +48,10 @@ OPTS = {
         cfg.StrOpt("driver", default="hosts", choices=["hosts", "capi"],
                    help="hosts: Teapot claims hosts and provisions them with kubeadm user data; "
                         "capi: Cluster API and Metal³ in a management cluster do it."),
+        cfg.StrOpt("readiness", default="kubernetes", choices=["provisioned", "kubernetes"],
+                   help="When a cluster of hosts is ready: provisioned (every host provisioned; "
+                        "for emulated hardware) or kubernetes (the apiserver's /readyz answers "
+                        "and every host joined as a node)."),
         cfg.StrOpt("management_kubeconfig", help="kubeconfig of the management cluster (capi)."),
         cfg.StrOpt("management_context", help="Its context (capi)."),
         cfg.StrOpt("management_namespace", default="teapot-clusters",

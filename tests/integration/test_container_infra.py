@@ -152,14 +152,17 @@ def test_bad_templates_are_400(users, change, words):
 
 
 def test_a_flavor_no_host_can_satisfy_is_400(box, users):
-    admin_session = _session(box, "admin", box.cloud_auth("teapot-admin")["password"], "admin")
-    response = admin_session.post(box.url("teapot-api") + "/v1/hostclasses",
-                                  json={"name": "gpu", "labels": {"gpu": "a100"}}, raise_exc=False)
-    assert response.status_code in (201, 400)
+    box.teapot("hostclass", "create", "gpu", "--label", "gpu=a100")
+    classes = json.loads(box.teapot("hostclass", "list", "-f", "json").stdout)
+    gpu = next(c for c in classes if c["name"] == "gpu")
+    assert gpu["hosts"] == 0 and gpu["labels"] == {"gpu": "a100"}
+    demo_try = box.teapot("hostclass", "create", "x", "--label", "a=b", cloud="teapot-demo", check=False)
+    assert demo_try.returncode != 0 and "host classes are defined by cloud administrators" in demo_try.stderr
     with pytest.raises(mexc.BadRequest) as err:
         users["demo"].cluster_templates.create(name="gpu", image_id=IMAGE, coe="kubernetes",
                                                flavor_id="gpu", labels={"image_checksum": CHECKSUM})
     assert "no host is of host class 'gpu'" in str(err.value)
+    box.teapot("hostclass", "delete", "gpu")
 
 
 # -- clusters --------------------------------------------------------------------------------------

@@ -70,3 +70,6 @@ class TeapotClient:
 
     def create_hostclass(self, body: dict) -> dict:
         return self._call("POST", "/hostclasses", json=body)
+
+    def delete_hostclass(self, name: str) -> None:
+        self._call("DELETE", f"/hostclasses/{name}")

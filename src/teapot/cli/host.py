@@ -269,3 +269,46 @@ class Deprovision(_Change):
 
     def patch(self, args):
         return {"spec": {"image": None}, "userData": None}
+
+
+class ListHostClasses(_HostCommand, Lister):
+    """List host classes: the flavors of clusters (host labels a host must carry)."""
+
+    def take_action(self, args):
+        rows = self.client().list_hostclasses()
+        return (("name", "labels", "hosts", "free_hosts", "description"),
+                [(r["name"], r["labels"], r["hosts"], r["free_hosts"], r["description"]) for r in rows])
+
+
+class CreateHostClass(_HostCommand, Command):
+    """Define a host class (admin): hosts with all these labels belong to it."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name")
+        parser.add_argument("--label", action="append", required=True, metavar="KEY=VALUE")
+        parser.add_argument("--description", default="")
+        return parser
+
+    def take_action(self, args):
+        labels = {}
+        for item in args.label:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise TeapotError(f"--label {item!r}: expected KEY=VALUE")
+            labels[key] = value
+        self.client().create_hostclass({"name": args.name, "labels": labels,
+                                        "description": args.description})
+        print(f"hostclass/{args.name} created")
+
+
+class DeleteHostClass(_HostCommand, Command):
+    """Delete a host class (admin)."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name")
+        return parser
+
+    def take_action(self, args):
+        self.client().delete_hostclass(args.name)

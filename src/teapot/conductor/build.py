@@ -28,5 +28,5 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
         management = ManagementCluster(conf.clusters.management_kubeconfig,
                                        conf.clusters.management_context,
                                        conf.clusters.management_namespace)
-    clusters = ClusterReconciler(sm, fernet, owner, timing, management)
+    clusters = ClusterReconciler(sm, fernet, owner, timing, management, conf.clusters.readiness)
     return Loop([hosts, clusters], workers=c.workers, poll_interval=c.poll_interval)

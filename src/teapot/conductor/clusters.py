@@ -46,8 +46,9 @@ class ClusterReconciler:
     kind = "cluster"
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
-                 management=None):
+                 management=None, readiness: str = "kubernetes"):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        self.readiness = readiness
         self.management = management  # a ManagementCluster when Cluster API does the work
 
     def due(self, now: float, limit: int) -> list[int]:
@@ -110,6 +111,8 @@ class ClusterReconciler:
         if isinstance(step, csm.Release):
             cdb.release(self.sm, row.uuid, step.hosts)
             return self._save(cluster_id, generation, delay=0.0)
+        if isinstance(step, csm.Verify):
+            return self._verify(row, view, groups, hosts, step, generation)
         if isinstance(step, csm.Settle):
             return self._settle(row, groups, hosts, step, generation)
         settled = row.status in csm.SETTLED and not row.deleting and not hosts_missing(view)
@@ -214,6 +217,25 @@ class ClusterReconciler:
                 api_endpoint=endpoint, ca=ca, bootstrap_token=secrets["bootstrap_token"],
                 certificate_key=secrets["certificate_key"])
             self._set_hosts((host.name,), image=image, user_data=kubeadm.user_data(node))
+
+    def _verify(self, row: Cluster, view: csm.ClusterView, groups, hosts, step: csm.Verify,
+                generation: int) -> bool:
+        if self.readiness == "kubernetes":
+            from teapot.drivers.bootstrap import readiness
+
+            role_of = {g.name: g.role for g in groups}
+            masters = sorted(host_address(h) for h in hosts
+                             if role_of.get(h.nodegroup) == csm.ROLE_MASTER)
+            ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
+            ok, why = readiness.check(ca, f"https://{masters[0]}:6443", step.nodes)
+            if not ok:
+                timeout = 60 * (row.attrs.get("create_timeout") or 60)
+                if time.time() - (row.updated_at or row.created_at) > timeout:
+                    return self._settle(row, groups, hosts, csm.Settle(
+                        csm.FAILED[row.status], f"not ready after {timeout // 60} min: {why}",
+                        False), generation)
+                return self._save(row.id, generation, delay=self.timing.resync, reason=why)
+        return self._settle(row, groups, hosts, csm.settle_verified(view), generation)
 
     def _set_hosts(self, names, image: dict | None, user_data: str | None) -> None:
         with self.sm.begin() as session:

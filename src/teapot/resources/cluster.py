@@ -95,11 +95,18 @@ class Settle:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """Every host is provisioned: check the cluster itself (apiserver ready, nodes joined)."""
+
+    nodes: int
+
+
+@dataclass(frozen=True)
 class Gone:
     pass
 
 
-Step = Claim | Provision | Deprovision | Release | Wait | Settle | Gone
+Step = Claim | Provision | Deprovision | Release | Wait | Verify | Settle | Gone
 
 
 def _by_group(view: ClusterView) -> dict[str, list[HostView]]:
@@ -163,8 +170,14 @@ def plan(view: ClusterView) -> Step:
     waiting = [h.name for h in view.hosts if h.state != "provisioned"]
     if waiting:
         return Wait(f"provisioning {len(waiting)} host(s)")
+    # Tenant networks (VLANs) take their place here: hosts join the project's network once
+    # provisioned, before the cluster is declared complete.
+    return Verify(len(view.hosts))
+
+
+def settle_verified(view: ClusterView) -> Settle:
     verb = "created" if view.status == CREATE_IN_PROGRESS else "updated"
-    return Settle(COMPLETE[view.status], f"cluster {verb}: {len(view.hosts)} host(s) provisioned")
+    return Settle(COMPLETE[view.status], f"cluster {verb}: {len(view.hosts)} host(s) ready")
 
 
 def kubeadm_roles(hosts_in_order: list[tuple[str, str]]) -> dict[str, str]:
