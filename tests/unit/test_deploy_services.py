@@ -231,6 +231,7 @@ def test_teapot_conf_holds_the_service_password_and_is_secret(ctx):
     assert conf["ironic"]["endpoint"] == "http://127.0.0.1:6385"
     assert conf["ironic"]["emulated_deploy"] == "true"
     assert conf["api"]["port"] == "9511"
+    assert conf["clusters"]["readiness"] == "provisioned"  # emulated hosts run no Kubernetes
     assert "teapot-password" in ctx.secrets_asked
 
 

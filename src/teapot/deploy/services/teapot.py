@@ -53,6 +53,8 @@ def teapot_conf(ctx: Context) -> str:
             # fake deploy interface and controls power over Redfish.
             "emulated_deploy": box,
         },
+        # Emulated hosts run no Kubernetes: their clusters are ready once provisioned.
+        "clusters": {"readiness": "provisioned" if box else "kubernetes"},
         "secrets": {"key_file": _key_file(ctx)},
     })
 

@@ -28,9 +28,15 @@ def check(ca: pki.CA, api_address: str, nodes: int, timeout: float = 5.0) -> tup
             ready = client.get(f"{api_address}/readyz")
             if ready.status_code != 200:
                 return False, f"apiserver not ready ({ready.status_code})"
-            items = client.get(f"{api_address}/api/v1/nodes").json().get("items", [])
+            listed = client.get(f"{api_address}/api/v1/nodes")
+            if listed.status_code != 200:
+                return False, f"cannot list nodes ({listed.status_code})"
+            body = listed.json()
     except httpx.HTTPError as e:
         return False, f"apiserver unreachable: {e.__class__.__name__}"
+    except ValueError:
+        return False, "the node list is not JSON"
+    items = body.get("items", []) if isinstance(body, dict) else []
     joined = sum(1 for n in items if any(c.get("type") == "Ready" and c.get("status") == "True"
                                          for c in n.get("status", {}).get("conditions", [])))
     if joined < nodes:

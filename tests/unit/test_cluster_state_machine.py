@@ -1,0 +1,313 @@
+"""The pure cluster state machine (teapot.resources.cluster): plan(), plan_capi(), kubeadm_roles()."""
+
+from __future__ import annotations
+
+import pytest
+
+from teapot.resources import cluster as csm
+from teapot.resources.cluster import (
+    ApplyObjects,
+    CapiObserved,
+    Claim,
+    ClusterView,
+    DeleteObjects,
+    Deprovision,
+    Gone,
+    HostView,
+    NodeGroupView,
+    Provision,
+    Release,
+    Settle,
+    Verify,
+    Wait,
+)
+
+
+def host(name: str, nodegroup: str = "default-worker", state: str = "provisioned",
+         has_image: bool = True, **changes) -> HostView:
+    return HostView(name=name, uuid=changes.pop("uuid", f"uuid-{name}"), nodegroup=nodegroup,
+                    state=state, has_image=has_image, **changes)
+
+
+def claimed(name: str, nodegroup: str = "default-worker", **changes) -> HostView:
+    """A host just claimed: available, not yet asked to be provisioned."""
+    return host(name, nodegroup, state="available", has_image=False, **changes)
+
+
+def ng(name: str, count: int, role: str = csm.ROLE_WORKER, remove: tuple[str, ...] = ()):
+    return NodeGroupView(name=name, role=role, node_count=count, flavor_id="small",
+                         nodes_to_remove=remove)
+
+
+MASTERS = "default-master"
+WORKERS = "default-worker"
+
+
+def view(hosts=(), status=csm.CREATE_IN_PROGRESS, deleting=False, masters=1, workers=2,
+         groups=None) -> ClusterView:
+    if groups is None:
+        groups = (ng(MASTERS, masters, csm.ROLE_MASTER), ng(WORKERS, workers))
+    return ClusterView(status=status, deleting=deleting, nodegroups=tuple(groups),
+                       hosts=tuple(hosts))
+
+
+def full(state: str = "provisioned", has_image: bool = True, **changes) -> list[HostView]:
+    """One master and two workers, all in the same state."""
+    return [host("m0", MASTERS, state, has_image, **changes),
+            host("w0", WORKERS, state, has_image, **changes),
+            host("w1", WORKERS, state, has_image, **changes)]
+
+
+# --- deleting -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [csm.CREATE_COMPLETE, csm.DELETE_IN_PROGRESS,
+                                    csm.CREATE_IN_PROGRESS, csm.UPDATE_FAILED])
+def test_deleting_deprovisions_exactly_the_provisioned_hosts(status):
+    hosts = [host("m0", MASTERS), host("w0", state="provisioning"),
+             host("w1", state="deprovisioning", has_image=False),
+             claimed("w2")]
+    step = csm.plan(view(hosts, status=status, deleting=True))
+    assert isinstance(step, Deprovision)
+    assert sorted(step.hosts) == ["m0", "w0"]
+
+
+def test_deleting_waits_for_hosts_still_being_cleaned():
+    hosts = [host("m0", MASTERS, state="deprovisioning", has_image=False),
+             host("w0", state="deprovisioning", has_image=False), claimed("w1")]
+    step = csm.plan(view(hosts, deleting=True))
+    assert isinstance(step, Wait)
+    assert "m0" in step.reason and "w0" in step.reason
+    assert "w1" not in step.reason
+
+
+def test_deleting_releases_available_hosts():
+    hosts = [claimed("m0", MASTERS), claimed("w0"), claimed("w1")]
+    step = csm.plan(view(hosts, status=csm.DELETE_IN_PROGRESS, deleting=True))
+    assert isinstance(step, Release)
+    assert sorted(step.hosts) == ["m0", "w0", "w1"]
+
+
+def test_deleting_with_no_hosts_is_gone():
+    assert csm.plan(view([], status=csm.DELETE_IN_PROGRESS, deleting=True)) == Gone()
+
+
+# --- failed and settled clusters ------------------------------------------------------------------
+
+
+def test_create_failed_gives_its_provisioned_hosts_back():
+    hosts = [host("m0", MASTERS), claimed("w0"), host("w1", state="provisioning")]
+    step = csm.plan(view(hosts, status=csm.CREATE_FAILED))
+    assert isinstance(step, Deprovision)
+    assert sorted(step.hosts) == ["m0", "w1"]
+
+
+def test_create_failed_releases_cleaned_hosts():
+    step = csm.plan(view([claimed("m0", MASTERS), claimed("w0")], status=csm.CREATE_FAILED))
+    assert isinstance(step, Release)
+    assert sorted(step.hosts) == ["m0", "w0"]
+
+
+def test_create_failed_without_hosts_waits():
+    assert isinstance(csm.plan(view([], status=csm.CREATE_FAILED)), Wait)
+
+
+@pytest.mark.parametrize("status", [csm.CREATE_COMPLETE, csm.UPDATE_COMPLETE, csm.UPDATE_FAILED,
+                                    csm.DELETE_FAILED])
+def test_settled_clusters_wait(status):
+    # Even with a shortage, a surplus or unprovisioned hosts: a settled cluster is left alone.
+    hosts = [claimed("m0", MASTERS), claimed("m1", MASTERS)]
+    step = csm.plan(view(hosts, status=status))
+    assert isinstance(step, Wait)
+    assert step.reason == "settled"
+
+
+# --- claiming ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", csm.IN_PROGRESS)
+def test_shortage_claims_the_missing_count_per_group(status):
+    step = csm.plan(view([], status=status, masters=3, workers=5))
+    assert step == Claim({MASTERS: 3, WORKERS: 5})
+
+
+def test_shortage_claims_only_for_short_groups():
+    hosts = [host("m0", MASTERS), host("w0"), host("w1")]
+    groups = (ng(MASTERS, 1, csm.ROLE_MASTER), ng(WORKERS, 4), ng("gpu", 2), ng("idle", 0))
+    step = csm.plan(view(hosts, groups=groups))
+    assert step == Claim({WORKERS: 2, "gpu": 2})
+
+
+# --- surplus -------------------------------------------------------------------------------------
+
+
+def test_surplus_deprovisions_the_newest_hosts():
+    hosts = [host("m0", MASTERS, created_at=1.0)] + [
+        host(f"w{i}", created_at=float(t)) for i, t in enumerate([10, 40, 20, 30])]
+    step = csm.plan(view(hosts, masters=1, workers=2, status=csm.UPDATE_IN_PROGRESS))
+    assert isinstance(step, Deprovision)
+    assert sorted(step.hosts) == ["w1", "w3"]  # created at 40 and 30
+
+
+@pytest.mark.parametrize("by", ["name", "uuid"])
+def test_surplus_prefers_the_hosts_named_in_nodes_to_remove(by):
+    hosts = [host("m0", MASTERS)] + [
+        host(f"w{i}", created_at=float(10 * i), uuid=f"u-{i}") for i in range(4)]
+    remove = ("w0",) if by == "name" else ("u-0",)
+    groups = (ng(MASTERS, 1, csm.ROLE_MASTER), ng(WORKERS, 2, remove=remove))
+    step = csm.plan(view(hosts, groups=groups, status=csm.UPDATE_IN_PROGRESS))
+    assert isinstance(step, Deprovision)
+    # w0 (named, though the oldest), then the newest of the others (w3).
+    assert sorted(step.hosts) == ["w0", "w3"]
+
+
+def test_surplus_only_touches_the_groups_with_too_many():
+    hosts = [host("m0", MASTERS, created_at=100.0), host("m1", MASTERS, created_at=1.0),
+             host("w0", created_at=500.0), host("w1", created_at=600.0)]
+    step = csm.plan(view(hosts, masters=1, workers=2, status=csm.UPDATE_IN_PROGRESS))
+    assert step == Deprovision(("m0",))
+
+
+def test_surplus_waits_while_it_is_being_cleaned():
+    hosts = full() + [host("w2", state="deprovisioning", has_image=False, created_at=99.0)]
+    step = csm.plan(view(hosts, status=csm.UPDATE_IN_PROGRESS))
+    assert isinstance(step, Wait)
+    assert "w2" in step.reason
+
+
+def test_cleaned_surplus_is_released():
+    hosts = full(created_at=1.0) + [claimed("w2", created_at=99.0)]
+    step = csm.plan(view(hosts, status=csm.UPDATE_IN_PROGRESS))
+    assert step == Release(("w2",))
+
+
+def test_hosts_of_a_removed_group_are_surplus():
+    hosts = full() + [host("g0", "gpu"), claimed("g1", "gpu")]
+    step = csm.plan(view(hosts, status=csm.UPDATE_IN_PROGRESS))
+    assert step == Deprovision(("g0",))
+
+
+# --- failing hosts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, failed", [(csm.CREATE_IN_PROGRESS, csm.CREATE_FAILED),
+                                            (csm.UPDATE_IN_PROGRESS, csm.UPDATE_FAILED)])
+def test_a_host_failing_too_often_fails_the_cluster(status, failed):
+    hosts = [host("m0", MASTERS), host("w0"),
+             host("w1", state="provisioning", error_count=csm.HOST_ERRORS_BEFORE_FAILING,
+                  error_message="image checksum mismatch")]
+    step = csm.plan(view(hosts, status=status))
+    assert isinstance(step, Settle)
+    assert step.status == failed
+    assert step.healthy is False
+    assert "w1" in step.reason
+    assert "image checksum mismatch" in step.reason
+
+
+def test_a_host_with_fewer_errors_does_not_fail_the_cluster():
+    hosts = [host("m0", MASTERS), host("w0"),
+             host("w1", state="provisioning", error_count=csm.HOST_ERRORS_BEFORE_FAILING - 1,
+                  error_message="transient")]
+    step = csm.plan(view(hosts))
+    assert isinstance(step, Wait)
+
+
+# --- provisioning and verifying ------------------------------------------------------------------
+
+
+def test_unprovisioned_hosts_are_provisioned():
+    hosts = [host("m0", MASTERS), claimed("w0"), claimed("w1")]
+    step = csm.plan(view(hosts))
+    assert isinstance(step, Provision)
+    assert sorted(step.hosts) == ["w0", "w1"]
+
+
+@pytest.mark.parametrize("state", ["available", "provisioning"])
+def test_hosts_being_provisioned_are_waited_for(state):
+    hosts = [host("m0", MASTERS), host("w0"), host("w1", state=state)]
+    step = csm.plan(view(hosts))
+    assert isinstance(step, Wait)
+    assert "1 host" in step.reason
+
+
+@pytest.mark.parametrize("status", csm.IN_PROGRESS)
+def test_all_provisioned_is_verified(status):
+    hosts = full() + [host("w2")]
+    assert csm.plan(view(hosts, status=status, workers=3)) == Verify(nodes=4)
+
+
+@pytest.mark.parametrize("status, complete, verb", [
+    (csm.CREATE_IN_PROGRESS, csm.CREATE_COMPLETE, "created"),
+    (csm.UPDATE_IN_PROGRESS, csm.UPDATE_COMPLETE, "updated"),
+])
+def test_settle_verified(status, complete, verb):
+    step = csm.settle_verified(view(full(), status=status))
+    assert step.status == complete
+    assert step.healthy is True
+    assert verb in step.reason
+    assert "3 host" in step.reason
+
+
+# --- kubeadm roles -------------------------------------------------------------------------------
+
+
+def test_kubeadm_roles():
+    roles = csm.kubeadm_roles([("m0", csm.ROLE_MASTER), ("m1", csm.ROLE_MASTER),
+                               ("m2", csm.ROLE_MASTER), ("w0", csm.ROLE_WORKER),
+                               ("w1", csm.ROLE_WORKER)])
+    assert roles == {"m0": "init", "m1": "control-plane", "m2": "control-plane",
+                     "w0": "worker", "w1": "worker"}
+
+
+def test_kubeadm_roles_one_master_and_only_workers():
+    assert csm.kubeadm_roles([("m", csm.ROLE_MASTER), ("w", csm.ROLE_WORKER)]) == {
+        "m": "init", "w": "worker"}
+    assert csm.kubeadm_roles([("a", csm.ROLE_WORKER), ("b", csm.ROLE_WORKER)]) == {
+        "a": "worker", "b": "worker"}
+    assert csm.kubeadm_roles([]) == {}
+
+
+# --- Cluster API ---------------------------------------------------------------------------------
+
+
+def observed(objects: int = 3, ready: bool = False) -> CapiObserved:
+    return CapiObserved(objects=objects, ready=ready, endpoint="10.0.0.1:6443" if ready else None)
+
+
+@pytest.mark.parametrize("status", [csm.CREATE_COMPLETE, csm.DELETE_IN_PROGRESS,
+                                    csm.CREATE_IN_PROGRESS])
+def test_capi_deleting(status):
+    assert csm.plan_capi(status, True, 2, 1, observed(objects=4)) == DeleteObjects()
+    assert csm.plan_capi(status, True, 2, 1, observed(objects=0)) == Gone()
+
+
+@pytest.mark.parametrize("status", [csm.CREATE_COMPLETE, csm.UPDATE_COMPLETE, csm.CREATE_FAILED,
+                                    csm.UPDATE_FAILED, csm.DELETE_FAILED])
+def test_capi_settled_waits(status):
+    step = csm.plan_capi(status, False, 5, 1, observed(objects=0))
+    assert isinstance(step, Wait)
+
+
+@pytest.mark.parametrize("status", csm.IN_PROGRESS)
+def test_capi_applies_a_newer_generation(status):
+    assert csm.plan_capi(status, False, 3, 2, observed(objects=4, ready=True)) == ApplyObjects()
+
+
+@pytest.mark.parametrize("status", csm.IN_PROGRESS)
+def test_capi_applies_when_no_objects_exist(status):
+    assert csm.plan_capi(status, False, 2, 2, observed(objects=0)) == ApplyObjects()
+
+
+@pytest.mark.parametrize("status, complete", [(csm.CREATE_IN_PROGRESS, csm.CREATE_COMPLETE),
+                                              (csm.UPDATE_IN_PROGRESS, csm.UPDATE_COMPLETE)])
+def test_capi_ready_settles_complete(status, complete):
+    step = csm.plan_capi(status, False, 2, 2, observed(objects=4, ready=True))
+    assert isinstance(step, Settle)
+    assert step.status == complete
+    assert step.healthy is True
+
+
+@pytest.mark.parametrize("status", csm.IN_PROGRESS)
+def test_capi_not_ready_waits(status):
+    step = csm.plan_capi(status, False, 2, 2, observed(objects=4, ready=False))
+    assert isinstance(step, Wait)
