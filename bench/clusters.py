@@ -147,8 +147,12 @@ def cluster_run(api: Api, template: str, hosts: int, i: int, say) -> dict:
         "name": f"bench-{i}", "cluster_template_id": template, "master_count": 1,
         "node_count": 2}).json()["uuid"]
     result["post"] = time.monotonic() - began
-    done = wait(lambda: (c := status(uuid)) and c["status"] in ("CREATE_COMPLETE", "CREATE_FAILED")
-                and c, 600, f"cluster {uuid} to settle")
+    try:
+        done = wait(lambda: (c := status(uuid)) and c["status"] in ("CREATE_COMPLETE",
+                                                                    "CREATE_FAILED") and c,
+                    600, f"cluster {uuid} to settle")
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}; status reasons seen: {' -> '.join(map(str, seen))}") from None
     result["create"] = time.monotonic() - began
     result["status"] = done["status"]
     result["reasons"] = seen

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from teapot.db.hosts import NotFound, _is_uuid
 from teapot.db.models import Cluster, ClusterTemplate, Host, HostClass, NodeGroup, Quota
@@ -97,7 +97,9 @@ def templates(session: Session, project_id: str | None) -> Sequence[ClusterTempl
 
 
 def clusters(session: Session, project_id: str | None) -> Sequence[Cluster]:
-    query = select(Cluster).order_by(Cluster.id)
+    """Clusters for listing: the CA and secrets stay in the database."""
+    query = (select(Cluster).options(defer(Cluster.ca_cert), defer(Cluster.ca_key),
+                                     defer(Cluster.secrets)).order_by(Cluster.id))
     if project_id is not None:
         query = query.where(Cluster.project_id == project_id)
     return session.scalars(query).all()
@@ -112,6 +114,16 @@ def nodegroups(session: Session, cluster_uuids: Sequence[str]) -> dict[str, list
                               .order_by(NodeGroup.id)):
         out[ng.cluster_uuid].append(ng)
     return out
+
+
+def node_counts(session: Session, project_id: str | None) -> dict[str, tuple[int, int]]:
+    """(masters, workers) per cluster, counted in SQL in one statement."""
+    masters = func.sum(case((NodeGroup.role == "master", NodeGroup.node_count), else_=0))
+    workers = func.sum(case((NodeGroup.role != "master", NodeGroup.node_count), else_=0))
+    query = select(NodeGroup.cluster_uuid, masters, workers).group_by(NodeGroup.cluster_uuid)
+    if project_id is not None:
+        query = query.where(NodeGroup.project_id == project_id)
+    return {uuid: (int(m or 0), int(w or 0)) for uuid, m, w in session.execute(query)}
 
 
 def host_class(session: Session, name: str) -> HostClass | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
@@ -16,7 +17,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                           json_serializer=_dumps, json_deserializer=orjson.loads)
 
     @event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_connection, _record):
@@ -29,14 +31,27 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn):
-        # Take the write lock at BEGIN: a read-modify-write transaction cannot interleave with another.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock at BEGIN: a read-modify-write transaction cannot interleave
+        # with another. Readers (see `reader`) need no lock: WAL gives them a snapshot.
+        if conn.get_execution_options().get("teapot_readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
+def _dumps(value) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def reader(engine: Engine) -> sessionmaker:
+    """Sessions for reading only: no write lock, a consistent snapshot."""
+    return sessionmaker(engine.execution_options(teapot_readonly=True), expire_on_commit=False)
 
 
 def upgrade(url: str) -> None:

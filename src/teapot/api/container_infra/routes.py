@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from teapot import pki
-from teapot.api.common import authorize, identity, json_body
+from teapot.api.common import FastJSONResponse, authorize, identity, json_body
 from teapot.api.container_infra import microversion, views
 from teapot.api.errors import APIError
 from teapot.api.policy import Forbidden
@@ -44,7 +44,7 @@ def _respond(request: Request, body: Any, status: int = 200) -> Response:
     headers = microversion.headers(version)
     if body is None:
         return Response(status_code=status, headers=headers)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return FastJSONResponse(body, status_code=status, headers=headers)
 
 
 def _base(request: Request) -> str:
@@ -53,6 +53,10 @@ def _base(request: Request) -> str:
 
 def _sm(request: Request):
     return request.app.state.sessionmaker
+
+
+def _reader(request: Request):
+    return request.app.state.reader
 
 
 def _scope(request: Request) -> str:
@@ -127,7 +131,7 @@ def version_v1(request: Request) -> Response:
 # -- host classes (flavors) ------------------------------------------------------------------------
 def list_hostclasses(request: Request) -> Response:
     authorize(request, "container-infra:hostclass:get")
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         from sqlalchemy import select
 
         rows = session.scalars(select(HostClass).order_by(HostClass.name)).all()
@@ -185,14 +189,14 @@ def _image(attrs: dict) -> None:
 def list_templates(request: Request, detail: bool = False) -> Response:
     project = _scope(request)
     authorize(request, "container-infra:clustertemplate:get_all")
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         rows = cdb.templates(session, project)
         return _respond(request, {"clustertemplates": [views.template(r, _base(request)) for r in rows]})
 
 
 def show_template(request: Request) -> Response:
     project = _scope(request)
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         row = cdb.get_template(session, request.path_params["ident"], project)
         _check(request, "container-infra:clustertemplate:get", project if row.public else row.project_id)
         return _respond(request, views.template(row, _base(request)))
@@ -269,15 +273,21 @@ def delete_template(request: Request) -> Response:
 
 
 # -- clusters --------------------------------------------------------------------------------------
+def _cluster(session, request: Request, project: str, rule: str) -> Cluster:
+    row = cdb.get_cluster(session, request.path_params["ident"], project)
+    _check(request, rule, row.project_id)
+    return row
+
+
 def list_clusters(request: Request, detail: bool = False) -> Response:
     project = _scope(request)
     authorize(request, "container-infra:cluster:get_all")
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         rows = cdb.clusters(session, project)
-        groups = cdb.nodegroups(session, [r.uuid for r in rows])
+        counts = cdb.node_counts(session, project)
         base = _base(request)
-        return _respond(request, {"clusters": [views.cluster(r, groups[r.uuid], base, detail)
-                                               for r in rows]})
+        return _respond(request, {"clusters": [views.cluster(r, counts.get(r.uuid, (0, 0)), base,
+                                                             detail) for r in rows]})
 
 
 def list_clusters_detail(request: Request) -> Response:
@@ -286,11 +296,10 @@ def list_clusters_detail(request: Request) -> Response:
 
 def show_cluster(request: Request) -> Response:
     project = _scope(request)
-    with _sm(request)() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:cluster:get", row.project_id)
+    with _reader(request)() as session:
+        row = _cluster(session, request, project, "container-infra:cluster:get")
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
-        return _respond(request, views.cluster(row, groups, _base(request)))
+        return _respond(request, views.cluster(row, views.counts(groups), _base(request)))
 
 
 def _quota_limit(session, project: str) -> int:
@@ -376,8 +385,7 @@ def update_cluster(request: Request) -> Response:
     project = _scope(request)
     ops = json.loads(request.state.raw_body or b"null")
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:cluster:update", row.project_id)
+        row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
         worker = next(g for g in groups if g.name == "default-worker")
@@ -396,8 +404,7 @@ def resize_cluster(request: Request) -> Response:
     project = _scope(request)
     body = json_body(request)
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:cluster:update", row.project_id)
+        row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
         name = body.get("nodegroup") or "default-worker"
@@ -417,8 +424,7 @@ def upgrade_cluster(request: Request) -> Response:
     project = _scope(request)
     body = json_body(request)
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:cluster:update", row.project_id)
+        row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
         try:
             template = cdb.get_template(session, str(body.get("cluster_template", "")), project)
@@ -436,19 +442,26 @@ def upgrade_cluster(request: Request) -> Response:
 def delete_cluster(request: Request) -> Response:
     project = _scope(request)
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:cluster:delete", row.project_id)
+        row = _cluster(session, request, project, "container-infra:cluster:delete")
         row.deleting = True
         _touch(row, csm.DELETE_IN_PROGRESS, "deprovisioning hosts")
     return _respond(request, None, 204)
 
 
 # -- node groups -----------------------------------------------------------------------------------
+def _nodegroup(session, row: Cluster, ident: str) -> NodeGroup:
+    group = next((g for g in cdb.nodegroups(session, [row.uuid])[row.uuid]
+                  if ident in (g.name, g.uuid)), None)
+    if group is None:
+        raise NotFound(f"node group {ident}")
+    return group
+
+
+
 def list_nodegroups(request: Request) -> Response:
     project = _scope(request)
-    with _sm(request)() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:nodegroup:get", row.project_id)
+    with _reader(request)() as session:
+        row = _cluster(session, request, project, "container-infra:nodegroup:get")
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
         return _respond(request, {"nodegroups": [views.nodegroup(g, _base(request), False)
                                                  for g in groups]})
@@ -456,14 +469,9 @@ def list_nodegroups(request: Request) -> Response:
 
 def show_nodegroup(request: Request) -> Response:
     project = _scope(request)
-    with _sm(request)() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:nodegroup:get", row.project_id)
-        ng = request.path_params["ng"]
-        group = next((g for g in cdb.nodegroups(session, [row.uuid])[row.uuid]
-                      if ng in (g.name, g.uuid)), None)
-        if group is None:
-            raise NotFound(f"node group {ng}")
+    with _reader(request)() as session:
+        row = _cluster(session, request, project, "container-infra:nodegroup:get")
+        group = _nodegroup(session, row, request.path_params["ng"])
         return _respond(request, views.nodegroup(group, _base(request)))
 
 
@@ -471,8 +479,7 @@ def create_nodegroup(request: Request) -> Response:
     project = _scope(request)
     body = json_body(request)
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:nodegroup:write", row.project_id)
+        row = _cluster(session, request, project, "container-infra:nodegroup:write")
         _busy(row)
         name = body.get("name")
         if not isinstance(name, str) or not name:
@@ -501,14 +508,9 @@ def update_nodegroup(request: Request) -> Response:
     project = _scope(request)
     ops = json.loads(request.state.raw_body or b"null")
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:nodegroup:write", row.project_id)
+        row = _cluster(session, request, project, "container-infra:nodegroup:write")
         _busy(row)
-        ng = request.path_params["ng"]
-        group = next((g for g in cdb.nodegroups(session, [row.uuid])[row.uuid]
-                      if ng in (g.name, g.uuid)), None)
-        if group is None:
-            raise NotFound(f"node group {ng}")
+        group = _nodegroup(session, row, request.path_params["ng"])
         new = _patch({"node_count": group.node_count, "min_node_count": group.min_node_count,
                       "max_node_count": group.max_node_count}, ops,
                      {"node_count", "min_node_count", "max_node_count"})
@@ -523,14 +525,9 @@ def update_nodegroup(request: Request) -> Response:
 def delete_nodegroup(request: Request) -> Response:
     project = _scope(request)
     with _sm(request).begin() as session:
-        row = cdb.get_cluster(session, request.path_params["ident"], project)
-        _check(request, "container-infra:nodegroup:write", row.project_id)
+        row = _cluster(session, request, project, "container-infra:nodegroup:write")
         _busy(row)
-        ng = request.path_params["ng"]
-        group = next((g for g in cdb.nodegroups(session, [row.uuid])[row.uuid]
-                      if ng in (g.name, g.uuid)), None)
-        if group is None:
-            raise NotFound(f"node group {ng}")
+        group = _nodegroup(session, row, request.path_params["ng"])
         if group.is_default:
             raise ValidationError("nodegroup", f"{group.name} is a default node group; resize it instead")
         group.node_count = 0
@@ -550,7 +547,7 @@ def _cluster_for_cert(session, request: Request, ident: str, rule: str) -> Clust
 
 
 def show_ca(request: Request) -> Response:
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         row = _cluster_for_cert(session, request, request.path_params["ident"],
                                 "container-infra:certificate:get")
         return _respond(request, {"cluster_uuid": row.uuid, "pem": row.ca_cert.decode(),
@@ -565,7 +562,7 @@ def sign_csr(request: Request) -> Response:
     csr = body.get("csr")
     if not isinstance(csr, str) or not csr:
         raise ValidationError("csr", "is required (PEM)")
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         row = _cluster_for_cert(session, request, ident, "container-infra:certificate:create")
         ca = pki.CA(row.ca_cert, request.app.state.fernet.decrypt(row.ca_key))
     try:
@@ -598,7 +595,7 @@ def list_quotas(request: Request) -> Response:
     authorize(request, "container-infra:quota:write")
     from sqlalchemy import select
 
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         return _respond(request, {"quotas": [_quota_view(q) for q in
                                              session.scalars(select(Quota).order_by(Quota.id))]})
 
@@ -607,7 +604,7 @@ def show_quota(request: Request) -> Response:
     project = request.path_params["project"]
     resource = request.path_params["resource"]
     _check(request, "container-infra:quota:get", project)
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         q = cdb.quota(session, project, resource)
         if q is None:
             return _respond(request, {"project_id": project, "resource": resource,
@@ -660,7 +657,7 @@ def delete_quota(request: Request) -> Response:
 def stats(request: Request) -> Response:
     project = request.query_params.get("project_id") or _scope(request)
     _check(request, "container-infra:stats:get", project)
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         rows = cdb.clusters(session, project)
         groups = cdb.nodegroups(session, [r.uuid for r in rows])
         nodes = sum(g.node_count for gs in groups.values() for g in gs)
@@ -673,7 +670,7 @@ def mservices(request: Request) -> Response:
 
     from teapot.db.models import HostEvent
 
-    with _sm(request)() as session:
+    with _reader(request)() as session:
         rows = session.execute(select(HostEvent.conductor, func.count(HostEvent.id),
                                       func.max(HostEvent.finished_at))
                                .group_by(HostEvent.conductor)).all()

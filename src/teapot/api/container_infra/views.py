@@ -42,14 +42,14 @@ def template(t: ClusterTemplate, base: str) -> dict:
     return out
 
 
-def _counts(groups: list[NodeGroup]) -> tuple[int, int]:
+def counts(groups: list[NodeGroup]) -> tuple[int, int]:
     masters = sum(g.node_count for g in groups if g.role == "master")
     workers = sum(g.node_count for g in groups if g.role != "master")
     return masters, workers
 
 
-def cluster(c: Cluster, groups: list[NodeGroup], base: str, detail: bool = True) -> dict:
-    masters, workers = _counts(groups)
+def cluster(c: Cluster, node_counts: tuple[int, int], base: str, detail: bool = True) -> dict:
+    masters, workers = node_counts
     fields = CLUSTER_FIELDS if detail else CLUSTER_SUMMARY
     out = {k: c.attrs.get(k) for k in fields}
     out.update(uuid=c.uuid, name=c.name, cluster_template_id=c.cluster_template_id,
