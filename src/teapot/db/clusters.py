@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import and_, case, func, select, update
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from teapot.db.hosts import NotFound, _is_uuid
 from teapot.db.models import Cluster, ClusterTemplate, Host, HostClass, NodeGroup, Quota
@@ -96,13 +96,17 @@ def templates(session: Session, project_id: str | None) -> Sequence[ClusterTempl
     return session.scalars(query).all()
 
 
-def clusters(session: Session, project_id: str | None) -> Sequence[Cluster]:
-    """Clusters for listing: the CA and secrets stay in the database."""
-    query = (select(Cluster).options(defer(Cluster.ca_cert), defer(Cluster.ca_key),
-                                     defer(Cluster.secrets)).order_by(Cluster.id))
+LIST_COLUMNS = (Cluster.id, Cluster.uuid, Cluster.name, Cluster.project_id, Cluster.user_id,
+                Cluster.cluster_template_id, Cluster.status, Cluster.status_reason, Cluster.attrs,
+                Cluster.created_at, Cluster.updated_at)
+
+
+def clusters(session: Session, project_id: str | None) -> Sequence:
+    """Clusters for listing, as plain rows (no ORM objects, no CA or secrets)."""
+    query = select(*LIST_COLUMNS).order_by(Cluster.id)
     if project_id is not None:
         query = query.where(Cluster.project_id == project_id)
-    return session.scalars(query).all()
+    return session.execute(query).all()
 
 
 def nodegroups(session: Session, cluster_uuids: Sequence[str]) -> dict[str, list[NodeGroup]]:
