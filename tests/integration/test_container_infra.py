@@ -336,3 +336,47 @@ def test_openstack_coe_commands(box, template, tmp_path):
     coe("cluster", "delete", "cli")
     wait_for(lambda: "cli" not in coe("cluster", "list", "-f", "value", "-c", "name").stdout.split(),
              timeout=180, what="cli cluster deleted")
+
+
+def test_node_groups_patch_and_upgrade(box, users, template):
+    demo = users["demo"]
+    free_before = _free_hosts(box)
+    created = demo.clusters.create(name="groups", cluster_template_id=template.uuid, node_count=1,
+                                   master_count=1)
+    try:
+        _wait_status(demo, created.uuid, "CREATE_COMPLETE")
+        # a new worker group gets its own host
+        demo.nodegroups.create(created.uuid, name="extra", node_count=1, flavor_id="baremetal")
+        cluster = _wait_status(demo, created.uuid, "UPDATE_COMPLETE", "UPDATE_FAILED")
+        assert cluster.status == "UPDATE_COMPLETE", cluster.status_reason
+        assert demo.nodegroups.get(created.uuid, "extra").node_count == 1
+        assert _free_hosts(box) == free_before - 3
+        with pytest.raises(mexc.Conflict):
+            demo.nodegroups.create(created.uuid, name="extra", node_count=1)
+        # JSON patch on a node group, then on the cluster (node_count of default-worker)
+        demo.nodegroups.update(created.uuid, "extra", [{"op": "replace", "path": "/node_count",
+                                                        "value": 0}])
+        _wait_status(demo, created.uuid, "UPDATE_COMPLETE", "UPDATE_FAILED")
+        assert _free_hosts(box) == free_before - 2
+        demo.clusters.update(created.uuid, [{"op": "replace", "path": "/node_count", "value": 2}])
+        cluster = _wait_status(demo, created.uuid, "UPDATE_COMPLETE", "UPDATE_FAILED")
+        assert cluster.node_count == 2
+        with pytest.raises(mexc.BadRequest):
+            demo.clusters.update(created.uuid, [{"op": "replace", "path": "/status", "value": "x"}])
+        demo.nodegroups.delete(created.uuid, "extra")
+        _wait_status(demo, created.uuid, "UPDATE_COMPLETE", "UPDATE_FAILED")
+        assert "extra" not in [g.name for g in demo.nodegroups.list(created.uuid)]
+        with pytest.raises(mexc.BadRequest):
+            demo.nodegroups.delete(created.uuid, "default-worker")
+        # upgrade to another template: the cluster takes its Kubernetes version
+        newer = demo.cluster_templates.create(
+            name="k8s-next", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal",
+            labels={"image_checksum": CHECKSUM, "kube_tag": "v1.32.0"})
+        demo.clusters.upgrade(created.uuid, newer.uuid)
+        cluster = _wait_status(demo, created.uuid, "UPDATE_COMPLETE")
+        assert cluster.cluster_template_id == newer.uuid and cluster.coe_version == "v1.32.0"
+    finally:
+        demo.clusters.delete(created.uuid)
+        _wait_gone(demo, created.uuid)
+    demo.cluster_templates.delete("k8s-next")
+    wait_for(lambda: _free_hosts(box) == free_before, timeout=180, what="hosts back in the pool")

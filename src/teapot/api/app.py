@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 
@@ -94,4 +95,10 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
 def create_app():
     """uvicorn factory: configuration from TEAPOT_CONFIG."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return build(config.load())
+    app = build(config.load())
+    # What is loaded now lives as long as the process: keep it out of the collector's way, and
+    # collect less often (a list of a thousand clusters makes tens of thousands of objects).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    return app
