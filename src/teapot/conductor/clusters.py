@@ -279,11 +279,11 @@ class ClusterReconciler:
             current.updated_at = time.time()
             current.next_attempt_at = 0.0 if step.status == csm.CREATE_FAILED else time.time() + 60
             for g in session.scalars(select(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid)):
-                g.status = step.status
-                g.nodes_to_remove = []
-            for g in [g for g in session.scalars(select(NodeGroup).where(
-                    NodeGroup.cluster_uuid == row.uuid)) if g.node_count == 0 and not g.is_default]:
-                session.delete(g)
+                if g.status == csm.DELETE_IN_PROGRESS and step.healthy:
+                    session.delete(g)  # its hosts are back in the pool
+                else:
+                    g.status = step.status
+                    g.nodes_to_remove = []
         LOG.info("cluster %s: %s (%s)", row.name, step.status, step.reason)
         return step.status == csm.CREATE_FAILED
 

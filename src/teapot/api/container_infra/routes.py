@@ -531,6 +531,7 @@ def delete_nodegroup(request: Request) -> Response:
         if group.is_default:
             raise ValidationError("nodegroup", f"{group.name} is a default node group; resize it instead")
         group.node_count = 0
+        group.status = csm.DELETE_IN_PROGRESS
         _touch(row, csm.UPDATE_IN_PROGRESS, f"deleting node group {group.name}")
     return _respond(request, None, 204)
 
