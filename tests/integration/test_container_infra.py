@@ -380,3 +380,21 @@ def test_node_groups_patch_and_upgrade(box, users, template):
         _wait_gone(demo, created.uuid)
     demo.cluster_templates.delete("k8s-next")
     wait_for(lambda: _free_hosts(box) == free_before, timeout=180, what="hosts back in the pool")
+
+
+def test_lists_follow_every_change(users, template):
+    """Cluster lists reuse rendered entries: a rename or a status change must still show at once."""
+    demo = users["demo"]
+    created = demo.clusters.create(name="before", cluster_template_id=template.uuid, node_count=0,
+                                   master_count=1)
+    try:
+        _wait_status(demo, created.uuid, "CREATE_COMPLETE")
+        assert {c.uuid: c.name for c in demo.clusters.list()}[created.uuid] == "before"
+        demo.clusters.update(created.uuid, [{"op": "replace", "path": "/name", "value": "after"}])
+        listed = {c.uuid: c for c in demo.clusters.list()}
+        assert listed[created.uuid].name == "after"
+        demo.clusters.delete(created.uuid)
+        assert {c.uuid: c.status for c in demo.clusters.list()}.get(
+            created.uuid, "DELETE_IN_PROGRESS") == "DELETE_IN_PROGRESS"
+    finally:
+        _wait_gone(demo, created.uuid)

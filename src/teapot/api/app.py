@@ -82,6 +82,8 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     engine = db_engine.make_engine(conf.database.connection)
     app.state.sessionmaker = db_engine.make_sessionmaker(engine)
     app.state.reader = db_engine.reader(engine)
+    # Rendered cluster list entries, keyed by everything they show that can change.
+    app.state.cluster_views = {}
     app.state.fernet = crypto.load_or_create_key(conf.secrets.key_file)
     app.state.enforcer = Enforcer(conf)
     app.state.base_url = _base_url

@@ -109,6 +109,21 @@ def clusters(session: Session, project_id: str | None) -> Sequence:
     return session.execute(query).all()
 
 
+def cluster_versions(session: Session, project_id: str | None) -> Sequence:
+    """(uuid, updated_at, status, status_reason) of clusters in list order: what tells whether a
+    rendered list entry is still current."""
+    query = select(Cluster.uuid, Cluster.updated_at, Cluster.status,
+                   Cluster.status_reason).order_by(Cluster.id)
+    if project_id is not None:
+        query = query.where(Cluster.project_id == project_id)
+    return session.execute(query).all()
+
+
+def clusters_by_uuid(session: Session, uuids: Sequence[str]) -> dict[str, object]:
+    rows = session.execute(select(*LIST_COLUMNS).where(Cluster.uuid.in_(list(uuids)))).all()
+    return {r.uuid: r for r in rows}
+
+
 def nodegroups(session: Session, cluster_uuids: Sequence[str]) -> dict[str, list[NodeGroup]]:
     """Node groups of many clusters in one query (never one query per cluster)."""
     out: dict[str, list[NodeGroup]] = {u: [] for u in cluster_uuids}

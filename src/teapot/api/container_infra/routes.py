@@ -282,12 +282,25 @@ def _cluster(session, request: Request, project: str, rule: str) -> Cluster:
 def list_clusters(request: Request, detail: bool = False) -> Response:
     project = _scope(request)
     authorize(request, "container-infra:cluster:get_all")
+    base = _base(request)
+    cache: dict = request.app.state.cluster_views
     with _reader(request)() as session:
-        rows = cdb.clusters(session, project)
+        versions = cdb.cluster_versions(session, project)
         counts = cdb.node_counts(session, project)
-        base = _base(request)
-        return _respond(request, {"clusters": [views.cluster(r, counts.get(r.uuid, (0, 0)), base,
-                                                             detail) for r in rows]})
+        keys = [(v.uuid, v.updated_at, v.status, v.status_reason, counts.get(v.uuid, (0, 0)),
+                 base, detail) for v in versions]
+        missing = [k[0] for k in keys if k not in cache]
+        rows = cdb.clusters_by_uuid(session, missing) if missing else {}
+    out = []
+    for key in keys:
+        view = cache.get(key)
+        if view is None:
+            view = views.cluster(rows[key[0]], key[4], base, detail)
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[key] = view
+        out.append(view)
+    return _respond(request, {"clusters": out})
 
 
 def list_clusters_detail(request: Request) -> Response:
@@ -393,6 +406,7 @@ def update_cluster(request: Request) -> Response:
         new = _patch(doc, ops, {"node_count", "name"})
         count = _int(new, "node_count", worker.node_count, 0)
         row.name = str(new["name"])
+        row.updated_at = time.time()
         if count != worker.node_count:
             worker.node_count = count
             _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {worker.name} to {count}")
