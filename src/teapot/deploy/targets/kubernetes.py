@@ -27,7 +27,6 @@ PART_OF = "teapot.openstack.org/deployment"
 NAME = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
 NODE_LABELS = {"control-plane": "openstack-control-plane", "compute": "openstack-compute-node"}
-PASSWORDS_KEY_PREFIX = ""
 
 
 class SecretValues:
@@ -125,7 +124,7 @@ def _dns_name(*parts: str, limit: int = 63) -> str:
 
 @dataclass
 class Unit:
-    """The objects of one service, applied together, in order; `waits` are what apply waits for."""
+    """The objects of one service, applied together and in order (dependency `level` first)."""
 
     service: str
     objects: list[dict]
