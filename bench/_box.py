@@ -1,6 +1,6 @@
 """Shared helpers for the benchmarks: `teapot up` as a subprocess on free loopback ports.
 
-Adapted from tests/integration/conftest.py. The box is stopped by PID: first `teapot up` itself
+Built on tests/integration/conftest.py's box. The box is stopped by PID: first `teapot up` itself
 (SIGTERM, which stops its children), then whatever child it left, from its pid files.
 """
 
@@ -22,11 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-import yaml
 
-VENV_BIN = Path(sys.executable).parent
-TEAPOT = str(VENV_BIN / "teapot")
-SERVICES = ("keystone", "ironic", "sushy-emulator", "teapot-api")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.conftest import SERVICES, TEAPOT  # noqa: E402
+from tests.integration.conftest import Box as TestBox  # noqa: E402
+from tests.integration.conftest import _alive as alive
+
 READY_RE = re.compile(
     r"ready: (?P<hosts>\d+) hosts available in (?P<total>[\d.]+) s "
     r"\(services (?P<services>[\d.]+) s, hosts (?P<host_s>[\d.]+) s\)"
@@ -52,14 +54,6 @@ def free_base(count: int = len(SERVICES)) -> int:
         if all(port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port range")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def median(values: list[float]) -> float:
@@ -210,39 +204,16 @@ def quiet_check(seconds: float = 2.0) -> float:
     return (_busy_cpu() - before) / seconds
 
 
-class Box:
+class Box(TestBox):
+    """The integration tests' box, with what benchmarks add: timings, RSS, CPU, echoed output."""
+
     def __init__(self, state_dir: Path, hosts: int, port_base: int | None = None,
                  echo: bool = False):
-        self.state_dir = state_dir
-        self.hosts = hosts
-        self.port_base = port_base or free_base()
+        super().__init__(state_dir, hosts, port_base or free_base())
         self.echo = echo
-        self.process: subprocess.Popen | None = None
-        self.lines: list[str] = []
         self.rss: RssSampler | None = None
         self.started_at = 0.0
         self.ready_at = 0.0
-
-    @property
-    def clouds(self) -> Path:
-        return self.state_dir / "clouds.yaml"
-
-    @property
-    def ports(self) -> dict[str, int]:
-        return {name: self.port_base + i for i, name in enumerate(SERVICES)}
-
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["OS_CLIENT_CONFIG_FILE"] = str(self.clouds)
-        env.pop("OS_CLOUD", None)
-        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-        return env
-
-    def secret(self, name: str) -> str:
-        return yaml.safe_load((self.state_dir / "secrets.yaml").read_text())[name]
 
     def start(self, timeout: float = 900.0, sample_rss: bool = True) -> dict:
         """Start `teapot up`; wait for its ready line. Returns the parsed ready line with `wall`,
@@ -296,16 +267,6 @@ class Box:
     def host_retries(self) -> list[str]:
         """The `host X: ... (retrying)` lines `teapot up` printed while waiting for the hosts."""
         return [ln for ln in self.lines if ln.startswith("host ") and ln.endswith("(retrying)")]
-
-    def child_pids(self) -> dict[str, int]:
-        pids = {}
-        run = self.state_dir / "run"
-        for pidfile in run.glob("*.pid") if run.is_dir() else []:
-            try:
-                pids[pidfile.stem] = int(pidfile.read_text())
-            except (ValueError, FileNotFoundError):
-                pass
-        return pids
 
     def stop(self, timeout: float = 60.0) -> dict:
         """SIGTERM `teapot up` and wait for it; then kill by PID whatever it left behind.

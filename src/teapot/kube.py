@@ -4,8 +4,6 @@ Used by the deployer (the control plane on a management cluster) and by the Clus
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 FIELD_MANAGER = "teapot"
 # Kinds Teapot creates, in the order their leftovers are pruned (dependents first).
 KINDS = [
@@ -99,7 +97,3 @@ def readiness(obj: dict | None) -> tuple[bool, str]:
             return False, "failed"
         return False, "running"
     return True, "present"
-
-
-def waits_for(objects: Iterable[dict]) -> list[dict]:
-    return [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]

@@ -7,15 +7,14 @@ import time
 import uuid
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import event, select, update
 
 from teapot.db import clusters as cdb
-from teapot.db.engine import make_engine, make_sessionmaker, upgrade
+from teapot.db.engine import make_engine, make_sessionmaker
 from teapot.db.models import Host, NodeGroup
 from teapot.resources import host as hsm
+from tests.unit.rows import host_row
 
-FERNET = Fernet(Fernet.generate_key())
 SMALL = {"size": "small"}
 LARGE = {"size": "large"}
 CLUSTER_A = str(uuid.uuid4())
@@ -27,35 +26,10 @@ BUSY_SMALL = "small-provisioning"  # in state provisioning: never claimable
 TAKEN_SMALL = "small-taken"  # already another cluster's: never claimable
 
 
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'db' / 'teapot.sqlite'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture
-def sm(db_url):
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def _row(name: str, **changes) -> Host:
-    now = time.time()
-    status = hsm.initial_status(now)
-    values = dict(
-        uuid=str(uuid.uuid4()), name=name, labels={}, generation=1,
-        spec={"online": False, "bootMACAddress": "52:54:00:aa:bb:cc",
-              "bmc": {"address": "redfish+http://127.0.0.1:8000/redfish/v1/Systems/1",
-                      "credentialsName": f"{name}-bmc-secret"}},
-        bmc_username="admin", bmc_password=FERNET.encrypt(b"s3cret"), user_data=None,
-        bmc_version=1, deleting=False, state=hsm.AVAILABLE, status=status,
-        next_attempt_at=0.0, lease_owner=None, lease_expires_at=0.0, created_at=now,
-        updated_at=now, cluster_uuid=None, nodegroup=None,
-    )
-    values.update(changes)
-    return Host(**values)
+    return host_row(name, **{"state": hsm.AVAILABLE, **changes})
 
 
 def _insert(sm, name: str, **changes) -> None:

@@ -4,50 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import pytest
-from cryptography.fernet import Fernet
 
 from teapot.db import hosts as host_db
-from teapot.db.engine import make_engine, make_sessionmaker, upgrade
+from teapot.db.engine import make_engine, make_sessionmaker
 from teapot.db.models import Host
 from teapot.resources import host as hsm
 from teapot.resources.errors import ValidationError
-
-FERNET = Fernet(Fernet.generate_key())
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'db' / 'teapot.sqlite'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture
-def sm(db_url):
-    engine = make_engine(db_url)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+from tests.unit.rows import FERNET, host_row
 
 
 def _row(name: str, **changes) -> Host:
-    """A host row with the columns create_host fills in."""
-    now = time.time()
-    status = hsm.initial_status(now)
-    values = dict(
-        uuid=str(uuid.uuid4()), name=name, labels={}, generation=1,
-        spec={"online": False, "bootMACAddress": "52:54:00:aa:bb:cc",
-              "bmc": {"address": "redfish+http://127.0.0.1:8000/redfish/v1/Systems/1",
-                      "credentialsName": f"{name}-bmc-secret"}},
-        bmc_username="admin", bmc_password=FERNET.encrypt(b"s3cret"), user_data=None,
-        bmc_version=1, deleting=False, state=status["provisioning"]["state"], status=status,
-        next_attempt_at=0.0, lease_owner=None, lease_expires_at=0.0, created_at=now,
-        updated_at=now,
-    )
-    values.update(changes)
-    return Host(**values)
+    return host_row(name, **changes)
 
 
 def _insert(sm, name: str, **changes) -> int:

@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 def _target(tmp_path, port: int = 0) -> LocalTarget:
     ctx = LocalContext(tmp_path, {"web": port or _free_port()}, SecretStore(tmp_path / "secrets.yaml"))
-    return LocalTarget(ctx, say=lambda _line: None)
+    return LocalTarget(ctx)
 
 
 def _py(code: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import getpass
 import json
 import os
@@ -193,8 +194,9 @@ class _Change(_ShowBase):
         parser.add_argument("host", help="Name or UUID")
         return parser
 
+    @abc.abstractmethod
     def patch(self, args) -> dict:
-        raise NotImplementedError
+        """The merge patch this command sends."""
 
     def reached(self, host: dict, args) -> bool:
         return host["state"] == self.target_state and host["status"].get("operationalStatus") == "OK"

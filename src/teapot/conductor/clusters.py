@@ -138,7 +138,6 @@ class ClusterReconciler:
             with self.sm.begin() as session:
                 current = session.get(Cluster, row.id)
                 current.attrs = {**current.attrs, "applied_generation": generation}
-                current.generation = generation  # recording this is not a change of spec
             return self._save(row.id, generation, delay=self.timing.busy,
                               reason="Cluster API objects applied")
         if isinstance(step, csm.Settle):

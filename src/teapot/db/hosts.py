@@ -88,9 +88,3 @@ def remove(sm: sessionmaker, host_id: int, owner: str) -> None:
 def record_event(sm: sessionmaker, event: HostEvent) -> None:
     with sm.begin() as session:
         session.add(event)
-
-
-def events(session: Session, host_uuid: str) -> Sequence[HostEvent]:
-    return session.scalars(
-        select(HostEvent).where(HostEvent.host_uuid == host_uuid).order_by(HostEvent.id)
-    ).all()

@@ -47,7 +47,7 @@ class Box:
         settings_file.write_text(yaml.safe_dump({"hosts": self.hosts, "ports": ports}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
                                 settings={"profile": "box", "hosts": self.hosts})
-        self.target = LocalTarget(self.ctx, say=say)
+        self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
 
     # -- pieces ------------------------------------------------------------------------------------

@@ -124,11 +124,10 @@ def _dns_name(*parts: str, limit: int = 63) -> str:
 
 @dataclass
 class Unit:
-    """The objects of one service, applied together and in order (dependency `level` first)."""
+    """The objects of one service, applied together and in order."""
 
     service: str
     objects: list[dict]
-    level: int
 
 
 class Renderer:
@@ -432,36 +431,31 @@ class Renderer:
     # -- the whole ---------------------------------------------------------------------------------
     def units(self) -> list[Unit]:
         units: list[Unit] = []
-        for depth, level in enumerate(levels(self.services)):
+        for level in levels(self.services):
             for service in level:
                 config, volumes = self.config_objects(service)
                 objects = (config + self.database_jobs(service) + self.sync_job(service, volumes)
                            + self.workload(service, volumes) + self.registration_job(service))
-                units.append(Unit(service.name, objects, depth + 1))
-        units.append(Unit("ingress", self.ingress(), len(units) + 1))
+                units.append(Unit(service.name, objects))
+        units.append(Unit("ingress", self.ingress()))
         passwords = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                      "metadata": self.meta(self.passwords_secret, "passwords", "passwords"),
                      "data": {k: _b64(v) for k, v in sorted(self.values.values.items())}}
-        return [Unit("passwords", [passwords], 0), *units]
-
-
-def _dedupe(objects: list[dict]) -> list[dict]:
-    seen, out = set(), []
-    for obj in objects:
-        key = (obj["kind"], obj["metadata"]["name"])
-        if key not in seen:
-            seen.add(key)
-            out.append(obj)
-    return out
+        return [Unit("passwords", [passwords]), *units]
 
 
 def render(settings: dict, services: list[Service], existing_secrets: Mapping[str, str] | None = None,
            ) -> list[Unit]:
-    """Every object of the control plane, grouped per service in apply order."""
+    """Every object of the control plane, grouped per service in apply order. Services sharing a
+    config directory render the same config objects: each is kept once, in its first unit."""
     units = Renderer(settings, services, existing_secrets).units()
     seen: set[tuple[str, str]] = set()
     for unit in units:
-        unit.objects = [o for o in _dedupe(unit.objects)
-                        if (o["kind"], o["metadata"]["name"]) not in seen
-                        and not seen.add((o["kind"], o["metadata"]["name"]))]
+        kept = []
+        for obj in unit.objects:
+            key = (obj["kind"], obj["metadata"]["name"])
+            if key not in seen:
+                seen.add(key)
+                kept.append(obj)
+        unit.objects = kept
     return units

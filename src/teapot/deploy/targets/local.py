@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,9 +109,8 @@ class Running:
 class LocalTarget:
     """Renders, bootstraps, starts and stops services as local processes."""
 
-    def __init__(self, ctx: LocalContext, say=print):
+    def __init__(self, ctx: LocalContext):
         self.ctx = ctx
-        self.say = say
         self.running: dict[str, Running] = {}
 
     # -- configuration ---------------------------------------------------------------------------
@@ -246,7 +245,3 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def free_ports(names: Sequence[str], base: int) -> dict[str, int]:
-    return {name: base + i for i, name in enumerate(names)}
