@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import sqlite3
@@ -10,6 +11,7 @@ import subprocess
 
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -309,33 +311,45 @@ def test_concurrent_creates_never_share_a_host(box, users, template):
 
 
 def test_openstack_coe_commands(box, template, tmp_path):
+    env = {**box.env(), "SHELL": "/bin/sh"}  # `coe cluster config` prints exports for $SHELL
+
     def coe(*args: str) -> subprocess.CompletedProcess:
         result = subprocess.run(["openstack", "--os-cloud", "teapot-demo", "coe", *args],
-                                capture_output=True, text=True, env=box.env(), timeout=120)
+                                capture_output=True, text=True, env=env, timeout=120)
         assert result.returncode == 0, result.stderr
         return result
 
     coe("cluster", "create", "cli", "--cluster-template", "k8s-bm", "--node-count", "1")
-    wait_for(lambda: json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["status"]
-             == "CREATE_COMPLETE", timeout=120, what="cli cluster complete")
-    listed = json.loads(coe("cluster", "list", "-f", "json").stdout)
-    assert any(c["name"] == "cli" and c["status"] == "CREATE_COMPLETE" for c in listed)
-    coe("cluster", "config", "cli", "--dir", str(tmp_path), "--force")
-    import yaml
+    try:
+        wait_for(lambda: json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["status"]
+                 == "CREATE_COMPLETE", timeout=120, what="cli cluster complete")
+        listed = json.loads(coe("cluster", "list", "-f", "json").stdout)
+        assert any(c["name"] == "cli" and c["status"] == "CREATE_COMPLETE" for c in listed)
+        out = coe("cluster", "config", "cli", "--dir", str(tmp_path), "--force").stdout
+        assert f"export KUBECONFIG={tmp_path / 'config'}" in out
+        kubeconfig = yaml.safe_load((tmp_path / "config").read_text())
+        assert kubeconfig["clusters"][0]["cluster"]["server"].endswith(":6443")
+        ca = x509.load_pem_x509_certificate(
+            base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]))
+        client_cert = x509.load_pem_x509_certificate(
+            base64.b64decode(kubeconfig["users"][0]["user"]["client-certificate-data"]))
+        ca.public_key().verify(client_cert.signature, client_cert.tbs_certificate_bytes,
+                               padding.PKCS1v15(), client_cert.signature_hash_algorithm)
 
-    kubeconfig = yaml.safe_load((tmp_path / "config").read_text())
-    assert kubeconfig["clusters"][0]["cluster"]["server"].endswith(":6443")
-    import base64
-
-    ca = x509.load_pem_x509_certificate(
-        base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]))
-    client_cert = x509.load_pem_x509_certificate(
-        base64.b64decode(kubeconfig["users"][0]["user"]["client-certificate-data"]))
-    ca.public_key().verify(client_cert.signature, client_cert.tbs_certificate_bytes,
-                           padding.PKCS1v15(), client_cert.signature_hash_algorithm)
-    coe("cluster", "delete", "cli")
-    wait_for(lambda: "cli" not in coe("cluster", "list", "-f", "value", "-c", "name").stdout.split(),
-             timeout=180, what="cli cluster deleted")
+        # The cluster's host is not the administrator's to change by hand meanwhile.
+        uuid = json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["uuid"]
+        held = [h for h in json.loads(box.teapot("host", "list", "-f", "json").stdout)
+                if h["cluster"] == uuid]
+        assert len(held) == 2  # one master, one worker
+        refused = box.teapot("host", "deprovision", held[0]["name"], check=False)
+        assert refused.returncode != 0
+        assert f"belongs to cluster {uuid}" in refused.stderr
+        refused = box.teapot("host", "delete", held[0]["name"], check=False)
+        assert f"belongs to cluster {uuid}" in refused.stderr
+    finally:
+        coe("cluster", "delete", "cli")
+        wait_for(lambda: "cli" not in coe("cluster", "list", "-f", "value", "-c", "name").stdout.split(),
+                 timeout=180, what="cli cluster deleted")
 
 
 def test_node_groups_patch_and_upgrade(box, users, template):

@@ -15,10 +15,10 @@ from cliff.show import ShowOne
 
 from teapot.cli.client import TeapotClient, TeapotError
 
-LIST_COLUMNS = ("name", "state", "online", "poweredOn", "operationalStatus", "errorType", "uuid")
+LIST_COLUMNS = ("name", "state", "online", "poweredOn", "operationalStatus", "errorType", "cluster", "uuid")
 SHOW_COLUMNS = ("name", "uuid", "state", "online", "poweredOn", "operationalStatus", "errorType",
                 "errorMessage", "errorCount", "bmcAddress", "bootMACAddress", "image", "provisionedImage",
-                "nodeID", "labels", "deletionRequested", "createdAt", "updatedAt")
+                "nodeID", "labels", "cluster", "nodegroup", "deletionRequested", "createdAt", "updatedAt")
 
 
 def flatten(host: dict) -> dict:
@@ -33,6 +33,8 @@ def flatten(host: dict) -> dict:
         "image": (spec.get("image") or {}).get("url", ""),
         "provisionedImage": (provisioning.get("image") or {}).get("url", ""),
         "nodeID": provisioning.get("ID", ""), "labels": host.get("labels", {}),
+        "cluster": (host.get("consumer") or {}).get("uuid", ""),
+        "nodegroup": (host.get("consumer") or {}).get("nodegroup", ""),
         "deletionRequested": host.get("deletionRequested", False),
         "createdAt": host.get("createdAt"), "updatedAt": host.get("updatedAt"),
     }

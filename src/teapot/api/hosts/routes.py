@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from teapot.api.common import authorize, json_body
+from teapot.api.errors import APIError
 from teapot.api.hosts import views
 from teapot.db import hosts as host_db
 from teapot.db.models import Host
@@ -74,6 +75,11 @@ def _prepare_spec(name: str, spec: Any, user_data: str | None) -> dict:
     return host_schema.validate_spec(spec)
 
 
+def _claimed(row) -> APIError:
+    return APIError(409, f"host {row.name} belongs to cluster {row.cluster_uuid}; "
+                         f"remove it from the cluster (resize or delete) first")
+
+
 def list_hosts(request: Request) -> Response:
     authorize(request, "teapot:host:get_all")
     with request.app.state.sessionmaker() as session:
@@ -123,6 +129,8 @@ def update_host(request: Request) -> Response:
         row = host_db.get(session, request.path_params["ident"])
         if row.deleting:
             raise ValidationError("", f"host {row.name} is being deleted")
+        if row.cluster_uuid and ({"spec", "userData", "bmcCredentials"} & body.keys()):
+            raise _claimed(row)
         old_spec = row.spec
         if "userData" in body:
             user_data = _user_data(body["userData"])
@@ -156,6 +164,8 @@ def delete_host(request: Request) -> Response:
     authorize(request, "teapot:host:delete")
     with request.app.state.sessionmaker.begin() as session:
         row = host_db.get(session, request.path_params["ident"])
+        if row.cluster_uuid:
+            raise _claimed(row)
         row.deleting = True
         row.generation += 1
         row.next_attempt_at = 0.0

@@ -23,6 +23,9 @@ def host(row: Host, base_url: str) -> dict:
         "spec": spec,
         "status": status,
         "state": row.state,
+        # Like a BareMetalHost's consumerRef: the cluster that holds the host, if any.
+        "consumer": ({"kind": "Cluster", "uuid": row.cluster_uuid, "nodegroup": row.nodegroup}
+                     if row.cluster_uuid else None),
         "deletionRequested": row.deleting,
         "generation": row.generation,
         "createdAt": _iso(row.created_at),
