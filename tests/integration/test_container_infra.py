@@ -167,6 +167,54 @@ def test_a_flavor_no_host_can_satisfy_is_400(box, users):
     box.teapot("hostclass", "delete", "gpu")
 
 
+def _ironic_traits(box, host: str) -> list[str]:
+    node = httpx.get(f"{box.url('ironic')}/v1/nodes/{host}/traits",
+                     headers={"X-OpenStack-Ironic-API-Version": "1.37"})
+    node.raise_for_status()
+    return sorted(node.json()["traits"])
+
+
+def test_host_classes_select_by_hardware_traits(box, users):
+    """A trait set on a host reaches its Ironic node; a host class asking for it gets that host."""
+    demo = users["demo"]
+    hosts = json.loads(box.teapot("host", "list", "-f", "json").stdout)
+    gpu_host = next(h["name"] for h in hosts if h["state"] == "available" and not h["cluster"])
+    bad = box.teapot("host", "trait", "add", gpu_host, "HW_NOT_A_TRAIT", check=False)
+    assert bad.returncode != 0 and "traits[0]" in bad.stderr and "HW_NOT_A_TRAIT" in bad.stderr
+    box.teapot("host", "trait", "add", gpu_host, "CUSTOM_GPU", "HW_CPU_X86_AVX2")
+    shown = json.loads(box.teapot("host", "show", gpu_host, "-f", "json").stdout)
+    assert shown["traits"] == ["CUSTOM_GPU", "HW_CPU_X86_AVX2"]
+    wait_for(lambda: _ironic_traits(box, gpu_host) == ["CUSTOM_GPU", "HW_CPU_X86_AVX2"],
+             timeout=60, what="traits on the Ironic node")
+
+    box.teapot("hostclass", "create", "gpu-trait", "--trait", "CUSTOM_GPU")
+    template = None
+    try:
+        classes = {c["name"]: c for c in json.loads(box.teapot("hostclass", "list", "-f", "json").stdout)}
+        assert classes["gpu-trait"]["traits"] == ["CUSTOM_GPU"] and classes["gpu-trait"]["hosts"] == 1
+        template = demo.cluster_templates.create(
+            name="k8s-gpu", image_id=IMAGE, coe="kubernetes", flavor_id="gpu-trait",
+            master_flavor_id="baremetal", labels={"image_checksum": CHECKSUM})
+        created = demo.clusters.create(name="gpu", cluster_template_id=template.uuid, node_count=1)
+        try:
+            cluster = _wait_status(demo, created.uuid, "CREATE_COMPLETE", "CREATE_FAILED")
+            assert cluster.status == "CREATE_COMPLETE", cluster.status_reason
+            db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
+            held = dict(db.execute("SELECT nodegroup, name FROM hosts WHERE cluster_uuid = ?",
+                                   (created.uuid,)).fetchall())
+            # The master (any host) did not take the one GPU host the workers need.
+            assert held["default-worker"] == gpu_host and held["default-master"] != gpu_host
+        finally:
+            demo.clusters.delete(created.uuid)
+            _wait_gone(demo, created.uuid)
+    finally:
+        if template is not None:
+            demo.cluster_templates.delete(template.uuid)
+        box.teapot("hostclass", "delete", "gpu-trait")
+        box.teapot("host", "trait", "remove", gpu_host, "CUSTOM_GPU", "HW_CPU_X86_AVX2")
+    wait_for(lambda: _ironic_traits(box, gpu_host) == [], timeout=60, what="traits removed from Ironic")
+
+
 # -- clusters --------------------------------------------------------------------------------------
 def test_cluster_lifecycle(box, users, template):
     demo, other, viewer = users["demo"], users["other"], users["viewer"]

@@ -18,7 +18,7 @@ def host_row(name: str, **changes) -> Host:
     now = time.time()
     status = hsm.initial_status(now)
     values = dict(
-        uuid=str(uuid.uuid4()), name=name, labels={}, generation=1,
+        uuid=str(uuid.uuid4()), name=name, labels={}, traits=[], generation=1,
         spec={"online": False, "bootMACAddress": "52:54:00:aa:bb:cc",
               "bmc": {"address": "redfish+http://127.0.0.1:8000/redfish/v1/Systems/1",
                       "credentialsName": f"{name}-bmc-secret"}},

@@ -369,9 +369,28 @@ def test_exactly_one_master_nodegroup():
 
 
 def test_host_class_without_labels_is_refused():
-    with pytest.raises(ValueError, match="no labels"):
+    with pytest.raises(ValueError, match="no labels or traits"):
         capi.render(_cluster(), _nodegroups(), {**HOST_CLASSES, "small": {"labels": {}}},
                     namespace=NAMESPACE, kubernetes_version=VERSION, image=IMAGE)
+
+
+def test_host_class_traits_select_by_trait_labels():
+    classes = {**HOST_CLASSES, "small": {"labels": {"size": "small"},
+                                         "traits": ["CUSTOM_GPU", "HW_CPU_X86_AVX2"]}}
+    objects = capi.render(_cluster(), _nodegroups(), classes, namespace=NAMESPACE,
+                          kubernetes_version=VERSION, image=IMAGE)
+    kcp = _one(objects, "KubeadmControlPlane")
+    ref = kcp["spec"]["machineTemplate"]["spec"]["infrastructureRef"]
+    assert _template(objects, ref)["spec"]["template"]["spec"]["hostSelector"]["matchLabels"] == {
+        "size": "small", "trait.teapot.openstack.org/CUSTOM_GPU": "true",
+        "trait.teapot.openstack.org/HW_CPU_X86_AVX2": "true"}
+    only_traits = {**HOST_CLASSES, "small": {"labels": {}, "traits": ["CUSTOM_GPU"]}}
+    capi.render(_cluster(), _nodegroups(), only_traits, namespace=NAMESPACE,
+                kubernetes_version=VERSION, image=IMAGE)
+    too_long = {**HOST_CLASSES, "small": {"traits": ["CUSTOM_" + "X" * 60]}}
+    with pytest.raises(ValueError, match="63 characters"):
+        capi.render(_cluster(), _nodegroups(), too_long, namespace=NAMESPACE,
+                    kubernetes_version=VERSION, image=IMAGE)
 
 
 def test_version_gets_a_v_prefix():

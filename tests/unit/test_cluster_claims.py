@@ -68,8 +68,8 @@ def _untouched(owners) -> None:
 
 
 def _wants(masters: int = 1, workers: int = 2, labels=SMALL) -> dict:
-    return {"default-master": (masters, "small", dict(labels)),
-            "default-worker": (workers, "small", dict(labels))}
+    return {"default-master": (masters, "small", cdb.Selector(dict(labels))),
+            "default-worker": (workers, "small", cdb.Selector(dict(labels)))}
 
 
 # --- claiming ------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_claim_takes_exactly_the_hosts_asked_for(pool):
 
 
 def test_claim_of_another_class(pool):
-    cdb.claim(pool, CLUSTER_A, {"big": (2, "large", dict(LARGE))})
+    cdb.claim(pool, CLUSTER_A, {"big": (2, "large", cdb.Selector(dict(LARGE)))})
     assert _held_by(pool, CLUSTER_A) == sorted(FREE_LARGE)
     assert all(_owners(pool)[n] == (None, None) for n in FREE_SMALL)
 
@@ -106,7 +106,7 @@ def test_two_claims_never_share_a_host(pool):
     assert len(_held_by(pool, second)) == 2
     assert not set(_held_by(pool, CLUSTER_A)) & set(_held_by(pool, second))
     with pytest.raises(cdb.ClaimShortage):
-        cdb.claim(pool, str(uuid.uuid4()), {"default-worker": (1, "small", dict(SMALL))})
+        cdb.claim(pool, str(uuid.uuid4()), {"default-worker": (1, "small", cdb.Selector(dict(SMALL)))})
 
 
 def test_a_shortage_in_a_later_group_claims_nothing_at_all(pool):
@@ -124,8 +124,8 @@ def test_a_shortage_in_a_later_group_claims_nothing_at_all(pool):
 
 
 def test_a_shortage_in_the_first_group_names_it(pool):
-    wants = {"big-workers": (3, "large", dict(LARGE)),
-             "default-worker": (1, "small", dict(SMALL))}
+    wants = {"big-workers": (3, "large", cdb.Selector(dict(LARGE))),
+             "default-worker": (1, "small", cdb.Selector(dict(SMALL)))}
     with pytest.raises(cdb.ClaimShortage) as caught:
         cdb.claim(pool, CLUSTER_A, wants)
     message = str(caught.value)
@@ -172,9 +172,9 @@ def test_released_hosts_can_be_claimed_again(pool):
 # --- label matching in SQL -----------------------------------------------------------------------
 
 
-def _free(sm, labels) -> list[str]:
+def _free(sm, labels, traits=()) -> list[str]:
     with sm() as session:
-        ids = list(session.scalars(cdb.free_hosts_query(labels)))
+        ids = list(session.scalars(cdb.free_hosts_query(cdb.Selector(labels, tuple(traits)))))
         return sorted(session.scalars(select(Host.name).where(Host.id.in_(ids))))
 
 
@@ -192,8 +192,8 @@ def test_labels_match_in_sql(pool):
 def test_claim_honours_every_label(pool):
     _insert(pool, "gpu-0", labels={"size": "small", "gpu": "yes"})
     with pytest.raises(cdb.ClaimShortage):
-        cdb.claim(pool, CLUSTER_A, {"gpu": (1, "gpu-no", {"gpu": "no"})})
-    cdb.claim(pool, CLUSTER_A, {"gpu": (1, "gpu-yes", {"size": "small", "gpu": "yes"})})
+        cdb.claim(pool, CLUSTER_A, {"gpu": (1, "gpu-no", cdb.Selector({"gpu": "no"}))})
+    cdb.claim(pool, CLUSTER_A, {"gpu": (1, "gpu-yes", cdb.Selector({"size": "small", "gpu": "yes"}))})
     assert _held_by(pool, CLUSTER_A) == ["gpu-0"]
 
 
@@ -204,18 +204,35 @@ def test_labels_with_dots_and_slashes(pool):
     assert _free(pool, {key: "m5"}) == []
 
 
+def test_traits_match_whole_names_in_sql(pool):
+    _insert(pool, "gpu-0", labels=dict(SMALL), traits=["CUSTOM_GPU", "HW_CPU_X86_AVX2"])
+    _insert(pool, "gpu-1", labels=dict(SMALL), traits=["CUSTOM_GPU_A100"])
+    _insert(pool, "avx-0", labels=dict(LARGE), traits=["HW_CPU_X86_AVX2"])
+    assert _free(pool, {}, ["CUSTOM_GPU"]) == ["gpu-0"]  # not CUSTOM_GPU_A100
+    assert _free(pool, {}, ["CUSTOM_GPU_A100"]) == ["gpu-1"]
+    assert _free(pool, {}, ["HW_CPU_X86_AVX2"]) == ["avx-0", "gpu-0"]
+    assert _free(pool, {}, ["CUSTOM_GPU", "HW_CPU_X86_AVX2"]) == ["gpu-0"]
+    assert _free(pool, LARGE, ["HW_CPU_X86_AVX2"]) == ["avx-0"]
+    assert _free(pool, LARGE, ["CUSTOM_GPU"]) == []
+    assert _free(pool, {}, ["CUSTOM_GPU%"]) == []  # no pattern matching
+    cdb.claim(pool, CLUSTER_A, {"gpu": (1, "gpu", cdb.Selector({}, ("CUSTOM_GPU",)))})
+    assert _held_by(pool, CLUSTER_A) == ["gpu-0"]
+    with pytest.raises(cdb.ClaimShortage, match="host class gpu"):
+        cdb.claim(pool, OTHER_CLUSTER, {"gpu": (1, "gpu", cdb.Selector({}, ("CUSTOM_GPU",)))})
+
+
 def test_count_matching(pool):
     _insert(pool, "small-deleting", labels=dict(SMALL), deleting=True)
     with pool() as session:
         # All small hosts that are not being deleted, claimed or busy or not.
-        assert cdb.count_matching(session, SMALL) == 6
-        assert cdb.count_matching(session, SMALL, free_only=True) == 4
-        assert cdb.count_matching(session, LARGE) == 2
-        assert cdb.count_matching(session, {"size": "medium"}) == 0
+        assert cdb.count_matching(session, cdb.Selector(SMALL)) == 6
+        assert cdb.count_matching(session, cdb.Selector(SMALL), free_only=True) == 4
+        assert cdb.count_matching(session, cdb.Selector(LARGE)) == 2
+        assert cdb.count_matching(session, cdb.Selector({"size": "medium"})) == 0
     cdb.claim(pool, CLUSTER_A, _wants(1, 2))
     with pool() as session:
-        assert cdb.count_matching(session, SMALL) == 6
-        assert cdb.count_matching(session, SMALL, free_only=True) == 1
+        assert cdb.count_matching(session, cdb.Selector(SMALL)) == 6
+        assert cdb.count_matching(session, cdb.Selector(SMALL), free_only=True) == 1
 
 
 # --- racing claims -------------------------------------------------------------------------------
@@ -232,7 +249,7 @@ def _race(db_url: str, threads: int = 10, per_claim: int = 2):
         try:
             barrier.wait(timeout=30)
             try:
-                cdb.claim(sm, cluster_uuid, {"default-worker": (per_claim, "small", dict(SMALL))})
+                cdb.claim(sm, cluster_uuid, {"default-worker": (per_claim, "small", cdb.Selector(dict(SMALL)))})
                 outcome: object = "ok"
             except Exception as e:  # kept, to assert on below
                 outcome = e
@@ -321,3 +338,16 @@ def test_nodegroups_of_many_clusters_in_one_query(sm):
 def test_nodegroups_of_no_clusters(sm):
     with sm() as session:
         assert cdb.nodegroups(session, []) == {}
+
+
+def test_scarce_node_groups_choose_first_and_plain_hosts_go_to_general_classes(pool):
+    # small-0 sorts first by name but is the only GPU host: the general master must not take it.
+    with pool.begin() as session:
+        session.execute(update(Host).where(Host.name == "small-0").values(traits=["CUSTOM_GPU"]))
+    cdb.claim(pool, CLUSTER_A, {
+        "default-master": (1, "small", cdb.Selector(dict(SMALL))),
+        "default-worker": (1, "gpu", cdb.Selector({}, ("CUSTOM_GPU",))),
+    })
+    owners = _owners(pool)
+    assert owners["small-0"] == (CLUSTER_A, "default-worker")
+    assert owners["small-1"] == (CLUSTER_A, "default-master")

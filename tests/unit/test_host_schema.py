@@ -16,6 +16,7 @@ from teapot.resources.host_schema import (
     validate_credentials,
     validate_name,
     validate_spec,
+    validate_traits,
 )
 
 
@@ -402,3 +403,36 @@ def test_manifest_mac_is_read_as_kubernetes_reads_it():
         "stringData: {username: u, password: p}\n")
     (request,) = hosts_from_manifests(docs)
     assert request["spec"]["bootMACAddress"] == "52:54:00:12:34:56"
+
+
+def test_traits_standard_or_custom_sorted_and_deduplicated():
+    assert validate_traits(None) == []
+    assert validate_traits(["HW_CPU_X86_AVX2", "CUSTOM_GPU", "CUSTOM_GPU"]) == [
+        "CUSTOM_GPU", "HW_CPU_X86_AVX2"]
+
+
+@pytest.mark.parametrize("traits, field", [
+    (["HW_CPU_X86_NO_SUCH_THING"], "traits[0]"),
+    (["CUSTOM_GPU", "custom_gpu"], "traits[1]"),
+    (["CUSTOM_"], "traits[0]"),
+    (["CUSTOM_GPU-A100"], "traits[0]"),
+    ([3], "traits[0]"),
+    ("CUSTOM_GPU", "traits"),
+])
+def test_bad_traits_are_named(traits, field):
+    with pytest.raises(ValidationError) as e:
+        validate_traits(traits)
+    assert e.value.field == field
+
+
+def test_manifest_trait_labels_become_traits():
+    bmh = BMH.replace("    rack: r1\n", "    rack: r1\n    trait.teapot.openstack.org/CUSTOM_GPU: \"true\"\n"
+                      "    trait.teapot.openstack.org/HW_CPU_X86_AVX2: \"true\"\n")
+    assert bmh != BMH
+    (request,) = hosts_from_manifests(_docs(SECRET_DATA, bmh))
+    assert request["traits"] == ["CUSTOM_GPU", "HW_CPU_X86_AVX2"]
+    assert request["labels"] == {"rack": "r1"}
+    bad = bmh.replace("CUSTOM_GPU", "CUSTOM_gpu")
+    err = _manifest_error(SECRET_DATA, bad)
+    assert err.field.startswith("BareMetalHost node-0: metadata.labels")
+    assert "CUSTOM_gpu" in err.message

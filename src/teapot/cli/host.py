@@ -18,7 +18,7 @@ from teapot.cli.client import TeapotClient, TeapotError
 LIST_COLUMNS = ("name", "state", "online", "poweredOn", "operationalStatus", "errorType", "cluster", "uuid")
 SHOW_COLUMNS = ("name", "uuid", "state", "online", "poweredOn", "operationalStatus", "errorType",
                 "errorMessage", "errorCount", "bmcAddress", "bootMACAddress", "image", "provisionedImage",
-                "nodeID", "labels", "cluster", "nodegroup", "deletionRequested", "createdAt", "updatedAt")
+                "nodeID", "labels", "traits", "cluster", "nodegroup", "deletionRequested", "createdAt", "updatedAt")
 
 
 def flatten(host: dict) -> dict:
@@ -33,6 +33,7 @@ def flatten(host: dict) -> dict:
         "image": (spec.get("image") or {}).get("url", ""),
         "provisionedImage": (provisioning.get("image") or {}).get("url", ""),
         "nodeID": provisioning.get("ID", ""), "labels": host.get("labels", {}),
+        "traits": host.get("traits", []),
         "cluster": (host.get("consumer") or {}).get("uuid", ""),
         "nodegroup": (host.get("consumer") or {}).get("nodegroup", ""),
         "deletionRequested": host.get("deletionRequested", False),
@@ -95,6 +96,16 @@ class ShowHost(_ShowBase):
         return self.show(self.client().get_host(args.host))
 
 
+def _key_values(items: list[str], flag: str = "--label") -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TeapotError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
 def _read_password(path: str | None) -> str:
     if path:
         with open(path) as f:
@@ -121,12 +132,13 @@ class CreateHost(_ShowBase):
         parser.add_argument("--disable-certificate-verification", action="store_true")
         parser.add_argument("--online", action="store_true", help="Power the host on")
         parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--trait", action="append", default=[],
+                            help="A hardware trait: a standard os-traits name or CUSTOM_*")
         return parser
 
     def take_action(self, args):
-        labels = dict(item.split("=", 1) for item in args.label)
         body = {
-            "name": args.name, "labels": labels,
+            "name": args.name, "labels": _key_values(args.label), "traits": args.trait,
             "spec": {"online": args.online, "bootMACAddress": args.boot_mac,
                      "bmc": {"address": args.bmc_address,
                              "disableCertificateVerification": args.disable_certificate_verification}},
@@ -275,34 +287,60 @@ class Deprovision(_Change):
         return {"spec": {"image": None}, "userData": None}
 
 
+class _Traits(_Change):
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("trait", nargs="+")
+        return parser
+
+    def reached(self, host, args):
+        return True
+
+    def patch(self, args):
+        current = set(self.client().get_host(args.host).get("traits", []))
+        return {"traits": sorted(self.change(current, set(args.trait)))}
+
+
+class AddTraits(_Traits):
+    """Add hardware traits to a host (standard os-traits names or CUSTOM_*)."""
+
+    @staticmethod
+    def change(current: set, given: set) -> set:
+        return current | given
+
+
+class RemoveTraits(_Traits):
+    """Remove hardware traits from a host."""
+
+    @staticmethod
+    def change(current: set, given: set) -> set:
+        return current - given
+
+
 class ListHostClasses(_HostCommand, Lister):
-    """List host classes: the flavors of clusters (host labels a host must carry)."""
+    """List host classes: the flavors of clusters (host labels and traits a host must carry)."""
 
     def take_action(self, args):
         rows = self.client().list_hostclasses()
-        return (("name", "labels", "hosts", "free_hosts", "description"),
-                [(r["name"], r["labels"], r["hosts"], r["free_hosts"], r["description"]) for r in rows])
+        columns = ("name", "labels", "traits", "hosts", "free_hosts", "description")
+        return columns, [tuple(r.get(c) for c in columns) for r in rows]
 
 
 class CreateHostClass(_HostCommand, Command):
-    """Define a host class (admin): hosts with all these labels belong to it."""
+    """Define a host class (admin): hosts with all these labels and traits belong to it."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("name")
-        parser.add_argument("--label", action="append", required=True, metavar="KEY=VALUE")
+        parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--trait", action="append", default=[],
+                            help="A hardware trait hosts of the class must have")
         parser.add_argument("--description", default="")
         return parser
 
     def take_action(self, args):
-        labels = {}
-        for item in args.label:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise TeapotError(f"--label {item!r}: expected KEY=VALUE")
-            labels[key] = value
-        self.client().create_hostclass({"name": args.name, "labels": labels,
-                                        "description": args.description})
+        self.client().create_hostclass({"name": args.name, "labels": _key_values(args.label),
+                                        "traits": args.trait, "description": args.description})
         print(f"hostclass/{args.name} created")
 
 

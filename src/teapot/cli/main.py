@@ -33,6 +33,8 @@ COMMANDS = {
     "host power off": "teapot.cli.host:PowerOff",
     "host provision": "teapot.cli.host:Provision",
     "host deprovision": "teapot.cli.host:Deprovision",
+    "host trait add": "teapot.cli.host:AddTraits",
+    "host trait remove": "teapot.cli.host:RemoveTraits",
 }
 
 

@@ -164,7 +164,8 @@ class ClusterReconciler:
         with self.sm() as session:
             template = session.scalars(select(ClusterTemplate).where(
                 ClusterTemplate.uuid == row.cluster_template_id)).one()
-            classes = {c.name: {"labels": c.labels} for c in session.scalars(select(HostClass))}
+            classes = {c.name: {"labels": c.labels, "traits": c.traits or []}
+                       for c in session.scalars(select(HostClass))}
         labels = row.attrs.get("labels") or {}
         endpoint = labels.get("control_plane_endpoint")
         host, _, port = (endpoint or "").partition(":")
@@ -185,8 +186,9 @@ class ClusterReconciler:
             for g in groups:
                 if g.name in step.counts:
                     hc = cdb.host_class(session, g.flavor_id or "")
-                    labels = hc.labels if hc else {"teapot.openstack.org/no-such-class": g.flavor_id or ""}
-                    wants[g.name] = (step.counts[g.name], g.flavor_id, labels)
+                    selector = (cdb.Selector.of(hc) if hc else
+                                cdb.Selector({"teapot.openstack.org/no-such-class": g.flavor_id or ""}))
+                    wants[g.name] = (step.counts[g.name], g.flavor_id, selector)
         try:
             cdb.claim(self.sm, row.uuid, wants)
         except cdb.ClaimShortage as e:

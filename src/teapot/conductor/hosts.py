@@ -65,6 +65,7 @@ class HostReconciler:
             password=self.fernet.decrypt(row.bmc_password).decode(),
             user_data=self.fernet.decrypt(row.user_data).decode() if row.user_data else None,
             issued=row.status.get("issued"),
+            traits=tuple(row.traits or ()),
         )
 
     def _step(self, host_id: int) -> bool:

@@ -1,13 +1,14 @@
 """Cluster queries: templates, clusters, node groups, quotas, and claiming hosts.
 
 A claim takes free hosts for every node group that needs them in one transaction: candidates are
-chosen in SQL, and the UPDATE only touches hosts still unclaimed, so the row count proves no host
+chosen in SQL (scarcest node group first, plainest hosts first), and the UPDATE only touches hosts still unclaimed, so the row count proves no host
 went to two clusters; any shortfall rolls the whole claim back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,29 +21,52 @@ class ClaimShortage(Exception):
     pass
 
 
-def _match(labels: dict[str, str]):
-    return and_(*(Host.labels[key].as_string() == value for key, value in labels.items()))
+@dataclass(frozen=True)
+class Selector:
+    """What a host class asks of a host: every one of these labels and traits."""
+
+    labels: dict[str, str] = field(default_factory=dict)
+    traits: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, host_class: HostClass) -> Selector:
+        return cls(dict(host_class.labels), tuple(host_class.traits or ()))
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.labels.items())] + list(self.traits)
+        return ", ".join(parts)
 
 
-def free_hosts_query(labels: dict[str, str]):
+def _match(selector: Selector):
+    # Traits are stored as a JSON list of upper-case names: '"NAME"' occurs in it only as an element.
+    return and_(*(Host.labels[key].as_string() == value for key, value in selector.labels.items()),
+                *(func.instr(Host.traits, f'"{trait}"') > 0 for trait in selector.traits))
+
+
+def free_hosts_query(selector: Selector):
+    # Plainer hosts first, so that hosts with special hardware stay free for the classes asking for it.
     return (select(Host.id).where(Host.cluster_uuid.is_(None), Host.state == "available",
-                                  Host.deleting.is_(False), _match(labels))
-            .order_by(Host.name))
+                                  Host.deleting.is_(False), _match(selector))
+            .order_by(func.length(Host.traits), Host.name))
 
 
-def count_matching(session: Session, labels: dict[str, str], free_only: bool = False) -> int:
-    query = select(func.count(Host.id)).where(_match(labels), Host.deleting.is_(False))
+def count_matching(session: Session, selector: Selector, free_only: bool = False) -> int:
+    query = select(func.count(Host.id)).where(_match(selector), Host.deleting.is_(False))
     if free_only:
         query = query.where(Host.cluster_uuid.is_(None), Host.state == "available")
     return session.scalar(query) or 0
 
 
-def claim(sm: sessionmaker, cluster_uuid: str, wants: dict[str, tuple[int, str, dict]]) -> None:
-    """Claim hosts: `wants` maps node group → (count, host class name, class labels). All or none;
+def claim(sm: sessionmaker, cluster_uuid: str, wants: dict[str, tuple[int, str, Selector]]) -> None:
+    """Claim hosts: `wants` maps node group → (count, host class name, its selector). All or none;
     raises ClaimShortage naming the node group that could not be satisfied."""
     with sm.begin() as session:
-        for nodegroup, (count, class_name, labels) in wants.items():
-            ids = list(session.scalars(free_hosts_query(labels).limit(count)))
+        # The node groups with the fewest candidates choose first: a general class must not take
+        # the only hosts a narrower class can use.
+        scarcity = {ng: count_matching(session, sel, free_only=True) for ng, (_, _, sel) in wants.items()}
+        for nodegroup in sorted(wants, key=lambda ng: scarcity[ng]):
+            count, class_name, selector = wants[nodegroup]
+            ids = list(session.scalars(free_hosts_query(selector).limit(count)))
             if len(ids) < count:
                 raise ClaimShortage(
                     f"not enough free hosts for node group {nodegroup} (host class {class_name}): "

@@ -17,6 +17,8 @@ class Host(Base):
     uuid: Mapped[str] = mapped_column(String(36), unique=True)
     name: Mapped[str] = mapped_column(String(253), unique=True)
     labels: Mapped[dict] = mapped_column(JSON, default=dict)
+    # hardware traits (os-traits names or CUSTOM_*), sorted; the conductor puts them on the Ironic node
+    traits: Mapped[list] = mapped_column(JSON, default=list)
     spec: Mapped[dict] = mapped_column(JSON)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     bmc_username: Mapped[str] = mapped_column(String(255))
@@ -58,7 +60,7 @@ class HostEvent(Base):
 
 
 class HostClass(Base):
-    """A flavor for clusters: the host labels a host must carry to be of this class."""
+    """A flavor for clusters: the host labels and traits a host must carry to be of this class."""
 
     __tablename__ = "host_classes"
 
@@ -66,6 +68,7 @@ class HostClass(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     labels: Mapped[dict] = mapped_column(JSON, default=dict)
+    traits: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[float] = mapped_column(Float)
 
 

@@ -12,12 +12,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
+import os_traits
 import yaml
 
 from teapot.resources.errors import ValidationError
 
 CRD_FILE = Path(__file__).parent / "schemas" / "metal3.io_baremetalhosts.yaml"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+CUSTOM_TRAIT_RE = re.compile(r"^CUSTOM_[A-Z0-9_]+$")  # as Placement accepts them
+# BareMetalHosts have no traits: a host with trait T carries the label <prefix>T: "true".
+TRAIT_LABEL_PREFIX = "trait.teapot.openstack.org/"
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 CHECKSUM_LENGTHS = {"md5": 32, "sha256": 64, "sha512": 128}
 
@@ -115,6 +119,26 @@ class BMCAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
         port = f":{self.port}" if self.port else ""
         return f"{self.protocol}://{host}{port}"
+
+
+@cache
+def _standard_traits() -> frozenset[str]:
+    return frozenset(os_traits.get_traits())
+
+
+def validate_traits(value: Any, field: str = "traits") -> list[str]:
+    """Hardware traits as Placement and Ironic know them: a standard os-traits name or CUSTOM_*."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValidationError(field, "must be a list of trait names")
+    for i, trait in enumerate(value):
+        if not isinstance(trait, str):
+            raise ValidationError(f"{field}[{i}]", "must be a string")
+        if len(trait) > 255 or not (trait in _standard_traits() or CUSTOM_TRAIT_RE.match(trait)):
+            raise ValidationError(f"{field}[{i}]", f"{trait!r} is neither a standard trait (os-traits) "
+                                                   f"nor a custom one (CUSTOM_ and A-Z, 0-9, _)")
+    return sorted(set(value))
 
 
 def parse_bmc_address(address: str, field: str = "spec.bmc.address") -> BMCAddress:
@@ -278,7 +302,16 @@ def hosts_from_manifests(docs: list) -> list[dict]:
         password = _secret_data(secret, "password", f"Secret {cred_name}")
         if not username or not password:
             raise ValidationError(f"Secret {cred_name}", "needs both username and password")
-        request = {"name": name, "labels": meta.get("labels") or {}, "spec": spec,
+        labels = dict(meta.get("labels") or {})
+        traits = [k.removeprefix(TRAIT_LABEL_PREFIX) for k, v in labels.items()
+                  if k.startswith(TRAIT_LABEL_PREFIX) and v == "true"]
+        for trait in traits:
+            del labels[TRAIT_LABEL_PREFIX + trait]
+        try:
+            traits = validate_traits(traits, f"metadata.labels[{TRAIT_LABEL_PREFIX}...]")
+        except ValidationError as e:
+            raise ValidationError(f"{where}: {e.field}", e.message) from None
+        request = {"name": name, "labels": labels, "traits": traits, "spec": spec,
                    "bmcCredentials": {"username": username, "password": password}}
         if spec.get("userData"):
             ud_name = spec["userData"].get("name")

@@ -23,6 +23,7 @@ from teapot.db import clusters as cdb
 from teapot.db.hosts import NotFound
 from teapot.db.models import Cluster, ClusterTemplate, HostClass, NodeGroup, Quota
 from teapot.resources import cluster as csm
+from teapot.resources import host_schema
 from teapot.resources.errors import ValidationError
 
 DEFAULT_QUOTA = 20
@@ -136,9 +137,10 @@ def list_hostclasses(request: Request) -> Response:
 
         rows = session.scalars(select(HostClass).order_by(HostClass.name)).all()
         return _respond(request, {"hostclasses": [
-            {"name": r.name, "description": r.description, "labels": r.labels,
-             "hosts": cdb.count_matching(session, r.labels),
-             "free_hosts": cdb.count_matching(session, r.labels, free_only=True)} for r in rows]})
+            {"name": r.name, "description": r.description, "labels": r.labels, "traits": r.traits or [],
+             "hosts": cdb.count_matching(session, cdb.Selector.of(r)),
+             "free_hosts": cdb.count_matching(session, cdb.Selector.of(r), free_only=True)}
+            for r in rows]})
 
 
 def create_hostclass(request: Request) -> Response:
@@ -148,14 +150,15 @@ def create_hostclass(request: Request) -> Response:
     if not isinstance(name, str) or not name:
         raise ValidationError("name", "is required")
     labels = _labels(body.get("labels"))
-    if not labels:
-        raise ValidationError("labels", "a host class needs at least one host label to select by")
+    traits = host_schema.validate_traits(body.get("traits"))
+    if not labels and not traits:
+        raise ValidationError("labels", "a host class needs at least one host label or trait to select by")
     with _sm(request).begin() as session:
         if cdb.host_class(session, name):
             raise ValidationError("name", f"a host class named {name!r} already exists")
         session.add(HostClass(name=name, description=str(body.get("description", "")), labels=labels,
-                              created_at=time.time()))
-    return _respond(request, {"name": name, "labels": labels}, 201)
+                              traits=traits, created_at=time.time()))
+    return _respond(request, {"name": name, "labels": labels, "traits": traits}, 201)
 
 
 def delete_hostclass(request: Request) -> Response:
@@ -174,8 +177,9 @@ def _check_flavor(session, flavor: str | None, field: str) -> None:
     hc = cdb.host_class(session, flavor)
     if hc is None:
         raise ValidationError(field, f"{flavor!r} is not a host class")
-    if cdb.count_matching(session, hc.labels) == 0:
-        raise ValidationError(field, f"no host is of host class {flavor!r} (labels {hc.labels})")
+    selector = cdb.Selector.of(hc)
+    if cdb.count_matching(session, selector) == 0:
+        raise ValidationError(field, f"no host is of host class {flavor!r} ({selector})")
 
 
 # -- cluster templates -----------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from teapot.resources import host as hsm
 from teapot.resources import host_schema
 from teapot.resources.errors import ValidationError
 
-CREATE_FIELDS = {"name", "labels", "spec", "bmcCredentials", "userData"}
-UPDATE_FIELDS = {"labels", "spec", "bmcCredentials", "userData"}
+CREATE_FIELDS = {"name", "labels", "traits", "spec", "bmcCredentials", "userData"}
+UPDATE_FIELDS = {"labels", "traits", "spec", "bmcCredentials", "userData"}
 # Spec fields that Ironic is told at registration: changing them registers the host again.
 REGISTRATION_FIELDS = ("bmc", "bootMACAddress")
 REREGISTER_STATES = {hsm.REGISTERING, hsm.INSPECTING, hsm.PREPARING, hsm.AVAILABLE}
@@ -101,6 +101,7 @@ def create_host(request: Request) -> Response:
     _unknown(body, CREATE_FIELDS)
     name = host_schema.validate_name(body.get("name"))
     labels = _labels(body.get("labels"))
+    traits = host_schema.validate_traits(body.get("traits"))
     user_data = _user_data(body.get("userData"))
     spec = _prepare_spec(name, body.get("spec"), user_data)
     username, password = host_schema.validate_credentials(body.get("bmcCredentials"))
@@ -108,7 +109,7 @@ def create_host(request: Request) -> Response:
     now = time.time()
     status = hsm.initial_status(now)
     row = Host(
-        uuid=str(uuid.uuid4()), name=name, labels=labels, spec=spec, generation=1,
+        uuid=str(uuid.uuid4()), name=name, labels=labels, traits=traits, spec=spec, generation=1,
         bmc_username=username, bmc_password=fernet.encrypt(password.encode()),
         user_data=fernet.encrypt(user_data.encode()) if user_data is not None else None,
         bmc_version=1, deleting=False, state=status["provisioning"]["state"], status=status,
@@ -129,20 +130,24 @@ def update_host(request: Request) -> Response:
         row = host_db.get(session, request.path_params["ident"])
         if row.deleting:
             raise ValidationError("", f"host {row.name} is being deleted")
-        if row.cluster_uuid and ({"spec", "userData", "bmcCredentials"} & body.keys()):
-            raise _claimed(row)
         old_spec = row.spec
-        if "userData" in body:
-            user_data = _user_data(body["userData"])
-            row.user_data = fernet.encrypt(user_data.encode()) if user_data is not None else None
-        has_user_data = row.user_data is not None
+        old_user_data = fernet.decrypt(row.user_data).decode() if row.user_data else None
+        user_data = _user_data(body["userData"]) if "userData" in body else old_user_data
         patched = merge_patch(old_spec, body.get("spec") or {})
         patched.pop("userData", None)
-        spec = _prepare_spec(row.name, patched, "" if has_user_data else None)
-        reregister = any(spec.get(f) != old_spec.get(f) for f in REGISTRATION_FIELDS)
+        spec = _prepare_spec(row.name, patched, "" if user_data is not None else None)
+        credentials = None
         if "bmcCredentials" in body:
             username, password = host_schema.validate_credentials(body["bmcCredentials"])
-            row.bmc_username, row.bmc_password = username, fernet.encrypt(password.encode())
+            if (username, password) != (row.bmc_username, fernet.decrypt(row.bmc_password).decode()):
+                credentials = username, password
+        if row.cluster_uuid and (spec != old_spec or user_data != old_user_data or credentials):
+            raise _claimed(row)
+        if user_data != old_user_data:
+            row.user_data = fernet.encrypt(user_data.encode()) if user_data is not None else None
+        reregister = any(spec.get(f) != old_spec.get(f) for f in REGISTRATION_FIELDS)
+        if credentials:
+            row.bmc_username, row.bmc_password = credentials[0], fernet.encrypt(credentials[1].encode())
             reregister = True
         if reregister:
             if row.state not in REREGISTER_STATES:
@@ -152,6 +157,8 @@ def update_host(request: Request) -> Response:
             row.bmc_version += 1
         if "labels" in body:
             row.labels = _labels(body["labels"])
+        if "traits" in body:
+            row.traits = host_schema.validate_traits(body["traits"])
         row.spec = spec
         row.generation += 1
         row.next_attempt_at = 0.0

@@ -20,6 +20,7 @@ def host(row: Host, base_url: str) -> dict:
         "uuid": row.uuid,
         "name": row.name,
         "labels": row.labels,
+        "traits": row.traits or [],
         "spec": spec,
         "status": status,
         "state": row.state,

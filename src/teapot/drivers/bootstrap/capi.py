@@ -21,6 +21,8 @@ import ipaddress
 import re
 from typing import Any
 
+from teapot.resources.host_schema import TRAIT_LABEL_PREFIX
+
 CLUSTER_API_VERSION = "cluster.x-k8s.io/v1beta2"
 CONTROLPLANE_API_VERSION = "controlplane.cluster.x-k8s.io/v1beta2"
 BOOTSTRAP_API_VERSION = "bootstrap.cluster.x-k8s.io/v1beta2"
@@ -164,10 +166,16 @@ def _host_selector(flavor_id: Any, host_classes: dict[str, dict]) -> dict:
     host_class = host_classes.get(flavor_id) if isinstance(flavor_id, str) else None
     if host_class is None:
         raise ValueError(f"unknown host class (flavor_id) {flavor_id!r}")
-    labels = host_class.get("labels") or {}
+    labels = dict(host_class.get("labels") or {})
+    for trait in host_class.get("traits") or ():
+        # BareMetalHosts have no traits: a host with a trait carries this label.
+        if len(trait) > 63:
+            raise ValueError(f"host class {flavor_id!r} trait {trait!r}: longer than the 63 characters "
+                             "of a label name")
+        labels[TRAIT_LABEL_PREFIX + trait] = "true"
     if not labels:
         # An empty selector would match every BareMetalHost in the namespace.
-        raise ValueError(f"host class {flavor_id!r} has no labels to select hosts by")
+        raise ValueError(f"host class {flavor_id!r} has no labels or traits to select hosts by")
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValueError(f"host class {flavor_id!r} label {key!r}: keys and values must be "

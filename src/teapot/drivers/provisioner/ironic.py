@@ -22,7 +22,7 @@ LOG = logging.getLogger(__name__)
 
 NODE_FIELDS = [
     "uuid", "name", "provision_state", "target_provision_state", "power_state", "target_power_state",
-    "last_error", "maintenance", "automated_clean", "inspect_interface",
+    "last_error", "maintenance", "automated_clean", "inspect_interface", "traits",
 ]
 _BUSY = {"verifying", "cleaning", "clean wait", "deploying", "wait call-back", "deleting",
          "inspecting", "inspect wait", "adopting", "rescuing", "unrescuing", "servicing", "service wait"}
@@ -144,6 +144,7 @@ class IronicProvisioner:
                     node, extra={**full.extra, "teapot_bmc_version": bmc_version}, **fields)
                 self._forget(host)
         self._ensure_port(node, host.spec["bootMACAddress"])
+        self._ensure_traits(host, node)
         state = node.provision_state
         if state == "enroll":
             if node.last_error and host.issued == "manage":
@@ -163,6 +164,15 @@ class IronicProvisioner:
                 self.conn.baremetal.create_port(node_uuid=node.id, address=mac, pxe_enabled=True)
             except sdk_exc.ConflictException:
                 pass  # the MAC is already registered: by an earlier attempt of ours, or another node
+
+    def _ensure_traits(self, host: HostTarget, node: Any) -> None:
+        if sorted(node.traits or ()) != list(host.traits):
+            try:
+                self.conn.baremetal.set_node_traits(node, list(host.traits))
+            except sdk_exc.ConflictException:
+                pass  # the node is locked: the next look tries again
+            finally:
+                self._forget(host)
 
     # -- inspection and preparation ----------------------------------------------------------------
     def inspect(self, host: HostTarget, disabled: bool) -> Outcome:
@@ -264,6 +274,7 @@ class IronicProvisioner:
         node = self._node(host)
         if node is None:
             return Outcome(error="the Ironic node is gone")
+        self._ensure_traits(host, node)
         observed = self._observed(node)
         if node.target_power_state:
             return Outcome(observed=observed)
