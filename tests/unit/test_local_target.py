@@ -99,3 +99,40 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def test_steps_run_in_waves_with_independent_steps_together():
+    from teapot.deploy.service import Step, step_waves
+
+    def argv(ctx):
+        return ["true"]
+
+    steps = [Step("schema", argv), Step("keys", argv, after=()), Step("more-keys", argv, after=()),
+             Step("bootstrap", argv, after=("schema",)), Step("last", argv)]
+    assert [[s.name for s in w] for w in step_waves(steps)] == [
+        ["schema", "keys", "more-keys"], ["bootstrap"], ["last"]]
+    # by default each step follows the one before it
+    plain = [Step("a", argv), Step("b", argv), Step("c", argv)]
+    assert [[s.name for s in w] for w in step_waves(plain)] == [["a"], ["b"], ["c"]]
+    with pytest.raises(ValueError, match="not earlier steps"):
+        step_waves([Step("a", argv, after=("b",)), Step("b", argv)])
+
+
+def test_a_wave_runs_its_steps_at_once_and_logs_each_whole(tmp_path):
+    # Each step waits for the other's file: they can only both finish if they run at the same time.
+    def meet(mine: str, other: str) -> str:
+        return (f"import pathlib, time; pathlib.Path({str(tmp_path / mine)!r}).touch(); "
+                f"end = time.time() + 20\n"
+                f"while not pathlib.Path({str(tmp_path / other)!r}).exists() and time.time() < end: "
+                f"time.sleep(0.05)\n"
+                f"assert pathlib.Path({str(tmp_path / other)!r}).exists(); print({mine!r} * 3)")
+
+    service = Service(name="web", description="", package="", image="", command=_py("pass"),
+                      bootstrap=(Step("a", _py(meet("a", "b")), after=()),
+                                 Step("b", _py(meet("b", "a")), after=()),
+                                 Step("after", _py("print('last')"), after=("a", "b"))))
+    target = _target(tmp_path)
+    target.bootstrap(service)
+    log = target.ctx.log_path("web").read_text()
+    assert "--- bootstrap step a\naaa\n" in log and "--- bootstrap step b\nbbb\n" in log
+    assert log.endswith("--- bootstrap step after\nlast\n")

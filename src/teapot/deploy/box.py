@@ -86,6 +86,10 @@ class Box:
                                         self.ctx.secret)
         marker.write_text(digest)
 
+    def _identities(self, services) -> None:
+        self.setup_identities(services)
+        self.write_clouds()
+
     def _api(self):
         from teapot.cli.client import TeapotClient
 
@@ -153,18 +157,32 @@ class Box:
         services and by the hosts (enrolled until available)."""
         started = time.monotonic()
         services = box_services()
-        for level in levels(services):
-            for service in level:
-                where = f" on {self.ctx.bind_host}:{self.ctx.port(service.name)}" if service.port else ""
-                self.say(f"starting {service.name}{where}")
-            with ThreadPoolExecutor(max_workers=len(level)) as pool:
-                for future in [pool.submit(self.target.up, s) for s in level]:
-                    future.result()
-            if any(s.name == "keystone" for s in level):
-                self.setup_identities(services)
-                self.write_clouds()
-        services_done = time.monotonic()
-        names = self.enroll()
+        # Config files and bootstrap steps need no other service: all of them at once, then the
+        # services start in dependency order.
+        self.say("preparing " + ", ".join(s.name for s in services))
+        with ThreadPoolExecutor(max_workers=len(services)) as pool:
+            for future in [pool.submit(self.target.prepare, s) for s in services]:
+                future.result()
+        # Users and catalog entries are made while later services start, and hosts are enrolled
+        # as soon as the API answers: the conductor takes them up when it starts.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            identities = enrolled = None
+            for level in levels(services):
+                for service in level:
+                    where = f" on {self.ctx.bind_host}:{self.ctx.port(service.name)}" if service.port else ""
+                    self.say(f"starting {service.name}{where}")
+                with ThreadPoolExecutor(max_workers=len(level)) as pool:
+                    for future in [pool.submit(self.target.launch, s) for s in level]:
+                        future.result()
+                started_now = {s.name for s in level}
+                if "keystone" in started_now:
+                    identities = background.submit(self._identities, services)
+                if "teapot-api" in started_now:
+                    enrolled = background.submit(self.enroll)  # after the identities: one worker
+            services_done = time.monotonic()
+            if identities is None or enrolled is None:
+                raise DeployError("the box has no keystone or no teapot-api")
+            names = enrolled.result()
         self.wait_available(names)
         return services_done - started, time.monotonic() - services_done
 

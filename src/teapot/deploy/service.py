@@ -66,12 +66,37 @@ class ConfigFile:
 
 @dataclass(frozen=True)
 class Step:
-    """A bootstrap step. `once` steps run on first start only; the others on every start."""
+    """A bootstrap step. `once` steps run on first start only; the others on every start.
+
+    A step prepares the service's own files and database; it never needs another service running.
+    `after` names the steps it needs done first: by default the one before it, so steps run in the
+    order written; `after=()` lets a step run alongside the others where the target can."""
 
     name: str
     argv: Argv
     env: Env = _no_env
     once: bool = False
+    after: tuple[str, ...] | None = None
+
+
+def step_waves(steps: Sequence[Step]) -> list[list[Step]]:
+    """The steps in waves: each wave needs only the steps of the waves before it."""
+    needs = {}
+    for i, step in enumerate(steps):
+        needs[step.name] = set(step.after if step.after is not None else
+                               ((steps[i - 1].name,) if i else ()))
+        unknown = needs[step.name] - {s.name for s in steps[:i]}
+        if unknown:
+            raise ValueError(f"step {step.name!r} comes after {sorted(unknown)}, which are not earlier steps")
+    waves: list[list[Step]] = []
+    done: set[str] = set()
+    pending = list(steps)
+    while pending:
+        wave = [s for s in pending if needs[s.name] <= done]
+        waves.append(wave)
+        done |= {s.name for s in wave}
+        pending = [s for s in pending if s.name not in done]
+    return waves
 
 
 @dataclass(frozen=True)

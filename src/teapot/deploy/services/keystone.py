@@ -77,8 +77,11 @@ SERVICE = Service(
     database="keystone",
     bootstrap=(
         Step("db_sync", lambda ctx: ["keystone-manage", "--config-file", _conf(ctx), "db_sync"]),
-        Step("fernet_setup", lambda ctx: ["keystone-manage", "--config-file", _conf(ctx), "fernet_setup", *_owner()], once=True),
-        Step("credential_setup", lambda ctx: ["keystone-manage", "--config-file", _conf(ctx), "credential_setup", *_owner()], once=True),
+        # The key repositories need no database: they are made alongside the schema.
+        Step("fernet_setup", lambda ctx: ["keystone-manage", "--config-file", _conf(ctx), "fernet_setup", *_owner()],
+             once=True, after=()),
+        Step("credential_setup", lambda ctx: ["keystone-manage", "--config-file", _conf(ctx), "credential_setup",
+                                              *_owner()], once=True, after=()),
         Step(
             "bootstrap",
             lambda ctx: [
@@ -91,6 +94,7 @@ SERVICE = Service(
             ],
             env=_bootstrap_env,
             once=True,
+            after=("db_sync",),
         ),
     ),
     command=lambda ctx: [

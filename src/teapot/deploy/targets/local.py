@@ -12,15 +12,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from teapot.deploy.secrets import SecretStore, write_private
-from teapot.deploy.service import Service, config_dir
+from teapot.deploy.secrets import SecretStore, write_atomic
+from teapot.deploy.service import Service, Step, config_dir, step_waves
 
 
 class DeployError(Exception):
@@ -112,45 +114,52 @@ class LocalTarget:
     def __init__(self, ctx: LocalContext):
         self.ctx = ctx
         self.running: dict[str, Running] = {}
+        self._log_lock = threading.Lock()
 
     # -- configuration ---------------------------------------------------------------------------
     def render(self, service: Service) -> None:
         cdir = config_dir(service)
         for cf in service.config_files:
             path = Path(self.ctx.config_path(cdir, cf.name))
-            text = cf.render(self.ctx)
-            if cf.secret:
-                write_private(path, text)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+            # Services sharing a config directory render it at the same time: write whole files.
+            write_atomic(path, cf.render(self.ctx), 0o600 if cf.secret else 0o644)
         Path(self.ctx.data_path(service.name, "")).mkdir(parents=True, exist_ok=True)
         if service.database:
             Path(self.ctx.data_path(service.database, "")).mkdir(parents=True, exist_ok=True)
 
     def bootstrap(self, service: Service) -> None:
+        """Run the service's bootstrap steps, wave by wave; the steps of a wave at once."""
+        for wave in step_waves(service.bootstrap):
+            todo = [s for s in wave if not (s.once and self._marker(service, s).exists())]
+            if len(todo) > 1:
+                with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+                    for future in [pool.submit(self._run_step, service, s) for s in todo]:
+                        future.result()
+            elif todo:
+                self._run_step(service, todo[0])
+
+    def _marker(self, service: Service, step: Step) -> Path:
+        return Path(self.ctx.data_path(service.name, f".{step.name.replace(' ', '-')}.done"))
+
+    def _run_step(self, service: Service, step: Step) -> None:
         log = self.ctx.log_path(service.name)
         log.parent.mkdir(parents=True, exist_ok=True)
-        for step in service.bootstrap:
-            marker = Path(self.ctx.data_path(service.name, f".{step.name.replace(' ', '-')}.done"))
-            if step.once and marker.exists():
-                continue
-            with log.open("ab") as out:
-                out.write(f"--- bootstrap step {step.name}\n".encode())
-                out.flush()
-                result = subprocess.run(
-                    list(step.argv(self.ctx)), env=_environ({**service.env(self.ctx), **step.env(self.ctx)}),
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=self.ctx.state_dir,
-                )
-            if result.returncode != 0:
-                raise DeployError(
-                    f"{service.name}: bootstrap step {step.name!r} failed (exit {result.returncode}); "
-                    f"last lines of {log}:\n{log_tail(log)}"
-                )
-            if step.once:
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
+        result = subprocess.run(
+            list(step.argv(self.ctx)), env=_environ({**service.env(self.ctx), **step.env(self.ctx)}),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.ctx.state_dir,
+        )
+        with self._log_lock, log.open("ab") as out:  # steps of a wave end in any order, never interleaved
+            out.write(f"--- bootstrap step {step.name}\n".encode() + result.stdout)
+        if result.returncode != 0:
+            raise DeployError(
+                f"{service.name}: bootstrap step {step.name!r} failed (exit {result.returncode}); "
+                f"last lines of {log}:\n{log_tail(log)}"
+            )
+        if step.once:
+            marker = self._marker(service, step)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
     # -- processes -------------------------------------------------------------------------------
     def start(self, service: Service) -> Running:
@@ -205,12 +214,20 @@ class LocalTarget:
                     )
                 time.sleep(0.1)
 
-    def up(self, service: Service) -> Running:
+    def prepare(self, service: Service) -> None:
+        """Config files and bootstrap steps: what a service needs before it starts, and never
+        another service running."""
         self.render(service)
         self.bootstrap(service)
+
+    def launch(self, service: Service) -> Running:
         running = self.start(service)
         self.wait_ready(running)
         return running
+
+    def up(self, service: Service) -> Running:
+        self.prepare(service)
+        return self.launch(service)
 
     def exited(self) -> list[tuple[Running, int]]:
         return [(r, r.process.returncode) for r in self.running.values() if r.process.poll() is not None]
