@@ -358,7 +358,8 @@ def test_concurrent_creates_never_share_a_host(box, users, template):
     wait_for(lambda: _free_hosts(box) == free, timeout=180, what="hosts back in the pool")
 
 
-def test_openstack_coe_commands(box, template, tmp_path):
+def test_openstack_coe_commands(box, tmp_path):
+    """The issue's walk-through, all through `openstack coe` as teapot-demo."""
     env = {**box.env(), "SHELL": "/bin/sh"}  # `coe cluster config` prints exports for $SHELL
 
     def coe(*args: str) -> subprocess.CompletedProcess:
@@ -367,7 +368,11 @@ def test_openstack_coe_commands(box, template, tmp_path):
         assert result.returncode == 0, result.stderr
         return result
 
-    coe("cluster", "create", "cli", "--cluster-template", "k8s-bm", "--node-count", "1")
+    free_before = _free_hosts(box)
+    coe("cluster", "template", "create", "k8s-cli", "--coe", "kubernetes", "--image", IMAGE,
+        "--external-network", "public", "--flavor", "baremetal", "--master-flavor", "baremetal",
+        "--labels", f"image_checksum={CHECKSUM},kube_tag=v1.31.2")
+    coe("cluster", "create", "cli", "--cluster-template", "k8s-cli", "--node-count", "2")
     try:
         wait_for(lambda: json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["status"]
                  == "CREATE_COMPLETE", timeout=120, what="cli cluster complete")
@@ -388,7 +393,7 @@ def test_openstack_coe_commands(box, template, tmp_path):
         uuid = json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["uuid"]
         held = [h for h in json.loads(box.teapot("host", "list", "-f", "json").stdout)
                 if h["cluster"] == uuid]
-        assert len(held) == 2  # one master, one worker
+        assert len(held) == 3  # one master, two workers
         refused = box.teapot("host", "deprovision", held[0]["name"], check=False)
         assert refused.returncode != 0
         assert f"belongs to cluster {uuid}" in refused.stderr
@@ -398,6 +403,8 @@ def test_openstack_coe_commands(box, template, tmp_path):
         coe("cluster", "delete", "cli")
         wait_for(lambda: "cli" not in coe("cluster", "list", "-f", "value", "-c", "name").stdout.split(),
                  timeout=180, what="cli cluster deleted")
+        coe("cluster", "template", "delete", "k8s-cli")
+    wait_for(lambda: _free_hosts(box) == free_before, timeout=180, what="hosts back in the pool")
 
 
 def test_node_groups_patch_and_upgrade(box, users, template):
