@@ -1,8 +1,9 @@
 """Cluster queries: templates, clusters, node groups, quotas, and claiming hosts.
 
 A claim takes free hosts for every node group that needs them in one transaction: candidates are
-chosen in SQL (scarcest node group first, plainest hosts first), and the UPDATE only touches hosts still unclaimed, so the row count proves no host
-went to two clusters; any shortfall rolls the whole claim back.
+chosen in SQL (scarcest node group first, plainest hosts first), and the UPDATE only touches hosts
+still unclaimed, so the row count proves no host went to two clusters; any shortfall rolls the whole
+claim back.
 """
 
 from __future__ import annotations
