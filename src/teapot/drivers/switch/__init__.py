@@ -1,0 +1,1 @@
+"""Top-of-rack switch drivers: move a host's switch port between VLANs."""
