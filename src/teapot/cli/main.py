@@ -12,6 +12,7 @@ from teapot import __version__
 
 COMMANDS = {
     "up": "teapot.cli.up:Up",
+    "status": "teapot.cli.status:Status",
     "conductor": "teapot.cli.server:Conductor",
     "db upgrade": "teapot.cli.server:DbUpgrade",
     "deploy render": "teapot.cli.deploy:Render",

@@ -19,6 +19,10 @@ class Up(Command):
                             help="Emulated hosts (default: 4, or as many as last time)")
         parser.add_argument("--port-base", type=int, default=None,
                             help="Use consecutive ports from this one instead of the standard ports")
+        parser.add_argument("--max-restart-delay", type=float, metavar="SECONDS",
+                            default=float(os.environ.get("TEAPOT_MAX_RESTART_DELAY", 60)),
+                            help="The longest wait before restarting a service that keeps exiting "
+                                 "(default: 60, or $TEAPOT_MAX_RESTART_DELAY)")
         return parser
 
     def take_action(self, args):
@@ -31,6 +35,7 @@ class Up(Command):
         def say(line: str) -> None:
             print(line, flush=True)
 
-        code = box.run(Path(args.state_dir), args.hosts, args.port_base, say)
+        code = box.run(Path(args.state_dir), args.hosts, args.port_base, say,
+                       max_restart_delay=args.max_restart_delay)
         if code:
             raise SystemExit(code)

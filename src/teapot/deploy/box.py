@@ -2,13 +2,17 @@
 
 `run()` brings the box up in dependency order, writes `clouds.yaml`, enrolls the emulated hosts,
 waits until they are available, then supervises until SIGINT/SIGTERM, when it stops every child.
-Everything lives in the state directory; a second run with the same directory resumes.
+A service that cannot start ends the box; once the box is ready, one that keeps exiting is backed
+off while the others keep serving (see `supervisor`).
+Everything lives in the state directory, readable by its owner only (it holds passwords, and
+Ironic's database every BMC's credentials); a second run with the same directory resumes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import threading
 import time
@@ -18,11 +22,19 @@ from pathlib import Path
 import yaml
 
 from teapot.deploy import keystone_setup
-from teapot.deploy.secrets import SecretStore, write_private
+from teapot.deploy.secrets import SecretStore, private_dir, write_private
 from teapot.deploy.service import levels
 from teapot.deploy.services import box as box_services
 from teapot.deploy.services import sushy_emulator
-from teapot.deploy.targets.local import DeployError, LocalContext, LocalTarget, log_tail
+from teapot.deploy.supervisor import STATUS_FILE, Backoff, Supervisor
+from teapot.deploy.targets.local import (
+    UMASK,
+    DeployError,
+    LocalContext,
+    LocalTarget,
+    log_tail,
+    open_log,
+)
 
 DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511}
 EMULATED_CLASS = "baremetal"  # the host class (flavor) of a box's hosts
@@ -34,8 +46,11 @@ class Box:
     def __init__(self, state_dir: Path, hosts: int | None = None, port_base: int | None = None,
                  say=print):
         self.state_dir = state_dir.resolve()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.say = say
+        tightened = private_dir(self.state_dir)
+        if tightened:
+            say(f"made {tightened} files and directories in {self.state_dir} readable by their "
+                "owner only (the state directory holds passwords)")
         settings_file = self.state_dir / "box.yaml"
         saved = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
         ports = dict(saved.get("ports") or DEFAULT_PORTS)
@@ -44,11 +59,12 @@ class Box:
         self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))
         if self.hosts < 0:
             raise DeployError("--hosts must be 0 or more")
-        settings_file.write_text(yaml.safe_dump({"hosts": self.hosts, "ports": ports}))
+        write_private(settings_file, yaml.safe_dump({"hosts": self.hosts, "ports": ports}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
                                 settings={"profile": "box", "hosts": self.hosts})
         self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
+        self.supervisor: Supervisor | None = None
 
     # -- pieces ------------------------------------------------------------------------------------
     @property
@@ -156,6 +172,7 @@ class Box:
         """Bring everything up, independent services at once; returns the seconds taken by the
         services and by the hosts (enrolled until available)."""
         started = time.monotonic()
+        (self.state_dir / STATUS_FILE).unlink(missing_ok=True)  # a former run's
         services = box_services()
         # Config files and bootstrap steps need no other service: all of them at once, then the
         # services start in dependency order.
@@ -186,31 +203,50 @@ class Box:
         self.wait_available(names)
         return services_done - started, time.monotonic() - services_done
 
-    def supervise(self, max_restarts: int = 5, window: float = 300.0) -> None:
-        """Restart a child that exits; give up when one keeps failing."""
-        restarts: dict[str, list[float]] = {}
-        while not self.stop_requested.wait(0.5):
-            for running, code in self.target.exited():
-                name = running.service.name
-                now = time.monotonic()
-                recent = [t for t in restarts.get(name, []) if now - t < window] + [now]
-                restarts[name] = recent
-                if len(recent) > max_restarts:
-                    raise DeployError(f"{name} keeps exiting (last code {code}); last lines of "
-                                      f"{running.log}:\n{log_tail(running.log)}")
-                self.say(f"{name} exited with code {code}; restarting it")
-                self.target.wait_ready(self.target.start(running.service))
+    def supervise(self, backoff: Backoff | None = None) -> None:
+        """Restart a child that exits, backing off one that keeps exiting, until a stop is
+        requested; the health of every child is kept in run/status.json."""
+        self.supervisor = Supervisor(self.target, box_services(), self.say, backoff or Backoff())
+        self.supervisor.run(self.stop_requested.wait)
 
     def stop(self) -> None:
         self.target.stop_all()
+        if self.supervisor is not None:
+            self.supervisor.close()
 
 
-def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print) -> int:
-    box = Box(state_dir, hosts, port_base, say)
+def _logging_to(path: Path, say):
+    """`say`, and the same lines with the time in the box's own log."""
+    fd = open_log(path)
+
+    def both(line: str) -> None:
+        say(line)
+        os.write(fd, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n".encode())
+
+    return both, fd
+
+
+def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
+        max_restart_delay: float = 60.0) -> int:
+    if max_restart_delay <= 0:
+        say("error: the longest wait between restarts must be more than 0 s")
+        return 1
+    previous_umask = os.umask(UMASK)  # what this process writes in the state directory is private
+    try:
+        box = Box(state_dir, hosts, port_base, say)
+    except BaseException:
+        os.umask(previous_umask)
+        raise
+    say, log_fd = _logging_to(box.state_dir / "logs" / "box.log", say)
+    box.say = say
+    supervising = threading.Event()
 
     def request_stop(signum, _frame):
         box.stop_requested.set()
-        raise KeyboardInterrupt  # leaves whatever is under way; `finally` stops the children
+        if not supervising.is_set():
+            # Leaves whatever is under way; `finally` stops the children. The supervisor stops
+            # within its round instead, never in the middle of starting a process.
+            raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -218,7 +254,9 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print) ->
         say(f"ready: {box.hosts} hosts available in {services + hosts:.1f} s "
             f"(services {services:.1f} s, hosts {hosts:.1f} s); "
             f"export OS_CLIENT_CONFIG_FILE={box.clouds_file} and use --os-cloud teapot-admin or teapot-demo")
-        box.supervise()
+        supervising.set()
+        if not box.stop_requested.is_set():
+            box.supervise(Backoff(cap=max_restart_delay))
         return 0
     except DeployError as e:
         say(f"error: {e}")
@@ -233,3 +271,5 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print) ->
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         say("stopped")
+        os.close(log_fd)
+        os.umask(previous_umask)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -17,8 +18,9 @@ def write_private(path: Path, text: str) -> None:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `text` to `path` so that readers see the old file or the new one, never a part. The
+    directory made for an owner-only file is owner-only too."""
+    path.parent.mkdir(mode=0o777 if mode & 0o077 else 0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "w") as f:
@@ -28,6 +30,25 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def private_dir(path: Path) -> int:
+    """Make `path` a directory only its owner can enter, and everything in it owner-only; returns
+    how many files and directories had to be tightened (symbolic links are left alone)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tightened = 0
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, d) for d in dirs),
+                     *(os.path.join(root, f) for f in files)]:
+            try:
+                st = os.lstat(name)
+            except FileNotFoundError:  # a service removed it meanwhile
+                continue
+            if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+                continue
+            os.chmod(name, stat.S_IMODE(st.st_mode) & ~0o077)
+            tightened += 1
+    return tightened
 
 
 class SecretStore:

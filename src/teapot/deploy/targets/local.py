@@ -3,6 +3,10 @@
 Each service gets `DIR/etc/<service>/` for its config files, `DIR/data/<service>/` for its data (SQLite
 databases among it) and `DIR/logs/<service>.log`. Bootstrap steps marked `once` leave a marker in
 `DIR/data/<service>/` so a second start skips them.
+
+Everything in the state directory may hold a secret (Ironic's database keeps BMC passwords, logs may
+show tokens): files are written owner-only, and services and their steps run with umask 077 so
+that what they create later is owner-only too.
 """
 
 from __future__ import annotations
@@ -21,12 +25,20 @@ from pathlib import Path
 
 import httpx
 
-from teapot.deploy.secrets import SecretStore, write_atomic
+from teapot.deploy.secrets import SecretStore, write_atomic, write_private
 from teapot.deploy.service import Service, Step, config_dir, step_waves
+
+UMASK = 0o077  # of every process a local target starts: what they create is their owner's only
 
 
 class DeployError(Exception):
     """A service could not be set up or started; the message says which and why."""
+
+
+def open_log(path: Path) -> int:
+    """A file descriptor appending to the log at `path`, created owner-only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -122,10 +134,12 @@ class LocalTarget:
         for cf in service.config_files:
             path = Path(self.ctx.config_path(cdir, cf.name))
             # Services sharing a config directory render it at the same time: write whole files.
-            write_atomic(path, cf.render(self.ctx), 0o600 if cf.secret else 0o644)
-        Path(self.ctx.data_path(service.name, "")).mkdir(parents=True, exist_ok=True)
+            # In a box every config file is owner-only: some hold passwords, the rest say where
+            # the secrets are.
+            write_atomic(path, cf.render(self.ctx), 0o600)
+        Path(self.ctx.data_path(service.name, "")).mkdir(mode=0o700, parents=True, exist_ok=True)
         if service.database:
-            Path(self.ctx.data_path(service.database, "")).mkdir(parents=True, exist_ok=True)
+            Path(self.ctx.data_path(service.database, "")).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def bootstrap(self, service: Service) -> None:
         """Run the service's bootstrap steps, wave by wave; the steps of a wave at once."""
@@ -143,13 +157,13 @@ class LocalTarget:
 
     def _run_step(self, service: Service, step: Step) -> None:
         log = self.ctx.log_path(service.name)
-        log.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
             list(step.argv(self.ctx)), env=_environ({**service.env(self.ctx), **step.env(self.ctx)}),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.ctx.state_dir,
+            cwd=self.ctx.state_dir, umask=UMASK,
         )
-        with self._log_lock, log.open("ab") as out:  # steps of a wave end in any order, never interleaved
+        # Steps of a wave end in any order, never interleaved.
+        with self._log_lock, os.fdopen(open_log(log), "ab") as out:
             out.write(f"--- bootstrap step {step.name}\n".encode() + result.stdout)
         if result.returncode != 0:
             raise DeployError(
@@ -158,8 +172,8 @@ class LocalTarget:
             )
         if step.once:
             marker = self._marker(service, step)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker.touch(mode=0o600)
 
     # -- processes -------------------------------------------------------------------------------
     def start(self, service: Service) -> Running:
@@ -169,44 +183,49 @@ class LocalTarget:
                 "stop whatever listens there or choose other ports with --port-base"
             )
         log = self.ctx.log_path(service.name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        with os.fdopen(open_log(log), "ab") as out:
             out.write(f"--- starting {service.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
             process = subprocess.Popen(
                 list(service.command(self.ctx)), env=_environ(service.env(self.ctx)),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.ctx.state_dir, start_new_session=True,
+                cwd=self.ctx.state_dir, start_new_session=True, umask=UMASK,
             )
         running = Running(service, process, log)
         self.running[service.name] = running
-        (self.ctx.state_dir / "run").mkdir(exist_ok=True)
-        (self.ctx.state_dir / "run" / f"{service.name}.pid").write_text(str(process.pid))
+        write_private(self._pidfile(service.name), str(process.pid))
         return running
+
+    def _pidfile(self, name: str) -> Path:
+        return self.ctx.state_dir / "run" / f"{name}.pid"
+
+    def probe(self, running: Running, client: httpx.Client) -> bool:
+        """One look at a started service: is it ready? Raises DeployError when it has exited."""
+        code = running.process.poll()
+        if code is not None:
+            raise DeployError(
+                f"{running.service.name} exited with code {code} while starting; last lines of "
+                f"{running.log}:\n{log_tail(running.log)}"
+            )
+        readiness = running.service.readiness
+        if readiness is None:
+            return True
+        try:
+            response = client.get(self.ctx.url(running.service.name) + readiness.path)
+        except httpx.TransportError:
+            return False
+        return response.status_code in readiness.ok_status
 
     def wait_ready(self, running: Running, timeout: float = 120.0) -> None:
         service = running.service
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while True:
-                code = running.process.poll()
-                if code is not None:
-                    raise DeployError(
-                        f"{service.name} exited with code {code} while starting; last lines of "
-                        f"{running.log}:\n{log_tail(running.log)}"
-                    )
                 if service.readiness is None:
                     # No health endpoint: alive for a moment counts as started.
                     time.sleep(0.5)
-                    if running.process.poll() is None:
-                        return
-                    continue
-                try:
-                    response = client.get(self.ctx.url(service.name) + service.readiness.path)
-                    if response.status_code in service.readiness.ok_status:
-                        return
-                except httpx.TransportError:
-                    pass
+                if self.probe(running, client):
+                    return
                 if time.monotonic() > deadline:
                     raise DeployError(
                         f"{service.name} was not ready after {timeout:.0f} s; last lines of "
@@ -232,13 +251,20 @@ class LocalTarget:
     def exited(self) -> list[tuple[Running, int]]:
         return [(r, r.process.returncode) for r in self.running.values() if r.process.poll() is not None]
 
+    def forget(self, running: Running) -> None:
+        """Clean up after a process that ended by itself: what is left of its process group and its
+        pid file; stop_all() no longer needs to stop it."""
+        stop_process_group(running.process, timeout=0)
+        if self.running.get(running.service.name) is running:
+            del self.running[running.service.name]
+            self._pidfile(running.service.name).unlink(missing_ok=True)
+
     def stop_all(self, timeout: float = 15.0) -> None:
         """Stop every started process (its whole process group), newest first, by PID."""
         for name in reversed(list(self.running)):
             running = self.running[name]
             stop_process_group(running.process, timeout)
-            pidfile = self.ctx.state_dir / "run" / f"{name}.pid"
-            pidfile.unlink(missing_ok=True)
+            self._pidfile(name).unlink(missing_ok=True)
         self.running.clear()
 
 

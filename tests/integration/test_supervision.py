@@ -1,0 +1,230 @@
+"""A box keeps serving while one of its components crash-loops, and keeps its state to its owner.
+
+The box of this module is its own (killing its processes would disturb tests sharing the session
+box), with a short cap on the wait between restarts so that ten kills in a row take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import time
+
+import httpx
+import pytest
+from keystoneauth1 import session
+from keystoneauth1.identity import v3
+from magnumclient import exceptions as mexc
+from magnumclient.v1 import client as mclient
+
+from .conftest import TEAPOT, Box, _alive, wait_for
+
+KILLS = 10
+MAX_DELAY = 3  # seconds, the box's cap on the wait between restarts
+
+
+class _Box(Box):
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "TEAPOT_MAX_RESTART_DELAY": str(MAX_DELAY)}
+
+
+@pytest.fixture(scope="module")
+def sup_box(tmp_path_factory):
+    b = _Box(tmp_path_factory.mktemp("supervision"), hosts=3)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(sup_box):
+    auth = sup_box.cloud_auth("teapot-demo")
+    sess = session.Session(auth=v3.Password(
+        auth_url=sup_box.url("keystone") + "/v3", username="demo", password=auth["password"],
+        project_name="demo", user_domain_name="Default", project_domain_name="Default"))
+    return mclient.Client(session=sess, service_type="container-infra", interface="public",
+                          api_version="1.14")
+
+
+@pytest.fixture(scope="module")
+def template(demo):
+    return demo.cluster_templates.create(
+        name="k8s-sup", image_id="https://images.example/ubuntu-2404-k8s.raw", coe="kubernetes",
+        flavor_id="baremetal", master_flavor_id="baremetal", external_network_id="public",
+        labels={"image_checksum": "ab" * 32, "kube_tag": "v1.31.2"})
+
+
+def _answers(box, service: str) -> bool:
+    path = {"keystone": "/v3", "ironic": "/", "teapot-api": "/"}[service]
+    try:
+        return httpx.get(box.url(service) + path, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _live_pid(box, name: str, not_in: list[int]) -> int | None:
+    pid = box.child_pids().get(name)
+    return pid if pid is not None and pid not in not_in and _alive(pid) else None
+
+
+def _status(box) -> dict[str, tuple[str, str]]:
+    result = subprocess.run([TEAPOT, "status", "--state-dir", str(box.state_dir), "-f", "json"],
+                            capture_output=True, text=True, env=box.env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    return {r["Component"]: (r["State"], r["Detail"]) for r in json.loads(result.stdout)}
+
+
+def _kill_in_a_row(box, name: str, after_each) -> list[int]:
+    """SIGKILL the component `name` as soon as each new process of it is there, KILLS times."""
+    killed: list[int] = []
+    for _ in range(KILLS):
+        pid = wait_for(lambda: _live_pid(box, name, killed), timeout=60, interval=0.05,
+                       what=f"a new {name} process")
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        after_each(len(killed))
+    return killed
+
+
+def _db_view(box) -> tuple:
+    """What the conductor writes: host states and claims, cluster states."""
+    db = sqlite3.connect(f"file:{box.state_dir / 'data' / 'teapot' / 'teapot.sqlite'}?mode=ro",
+                         uri=True, timeout=10)
+    try:
+        return (tuple(db.execute("SELECT name, state, cluster_uuid FROM hosts ORDER BY name")),
+                tuple(db.execute("SELECT uuid, status FROM clusters ORDER BY uuid")))
+    finally:
+        db.close()
+
+
+def test_the_box_serves_while_the_conductor_crash_loops(sup_box, demo, template):
+    box = sup_box
+    created = demo.clusters.create(name="through-kills", cluster_template_id=template.uuid,
+                                   node_count=1, master_count=1)
+    seen_restarting = []
+
+    def after_each(n: int) -> None:
+        for service in ("keystone", "ironic", "teapot-api"):
+            assert _answers(box, service), f"{service} stopped answering after kill {n} of the conductor"
+        if n >= 5 and not seen_restarting:  # the wait is a few seconds now: the status shows it
+            status = _status(box)
+            if status["teapot-conductor"][0] == "restarting":
+                seen_restarting.append(status)
+
+    killed = _kill_in_a_row(box, "teapot-conductor", after_each)
+
+    assert seen_restarting, "`teapot status` never showed the conductor restarting"
+    status = seen_restarting[0]
+    assert status["box"][0] == "degraded"
+    assert status["box"][1].startswith("teapot-conductor restarting (")
+    assert "exits in 5 min, next try in" in status["teapot-conductor"][1]
+    assert status["keystone"][0] == "running" and status["teapot-api"][0] == "running"
+
+    # it comes back and stays, and the cluster created meanwhile completes
+    pid = wait_for(lambda: _live_pid(box, "teapot-conductor", killed), timeout=60,
+                   what="the conductor back")
+    cluster = wait_for(lambda: (c := demo.clusters.get(created.uuid)).status in
+                       ("CREATE_COMPLETE", "CREATE_FAILED") and c, timeout=180, what="cluster done")
+    assert cluster.status == "CREATE_COMPLETE", cluster.status_reason
+    assert _alive(pid)
+    assert wait_for(lambda: _status(box)["box"][0] == "ok", timeout=30, what="the box ok again")
+    assert box.process.poll() is None, "teapot up ended:\n" + "\n".join(box.lines)
+
+    # the box said so, each time the wait grew, with the tail of the conductor's log
+    output = "\n".join(box.lines)
+    assert "teapot-conductor exited with code -9; restarting it" in output
+    for exits, delay in ((2, 1), (3, 2), (4, MAX_DELAY)):
+        assert (f"teapot-conductor exited with code -9; {exits} exits in 5 min, restarting it in "
+                f"{delay:g} s; last lines of {box.state_dir / 'logs' / 'teapot-conductor.log'}:"
+                ) in output
+    assert "teapot-conductor is running again" in output
+    assert "keeps exiting" not in output
+    box_log = (box.state_dir / "logs" / "box.log").read_text()
+    assert f"{KILLS} exits in 5 min, restarting it in {MAX_DELAY:g} s" in box_log
+
+
+def test_the_conductor_reconciles_while_the_api_crash_loops(sup_box, demo, template):
+    box = sup_box
+    clusters = demo.clusters.list()
+    assert clusters, "the cluster of the conductor test is needed"
+    uuid = clusters[0].uuid
+    conductor = box.child_pids()["teapot-conductor"]
+    demo.clusters.delete(uuid)
+    views_while_down = []
+
+    def after_each(n: int) -> None:
+        for service in ("keystone", "ironic"):
+            assert _answers(box, service), f"{service} stopped answering after kill {n} of the API"
+        assert _alive(conductor), "the conductor went down with the API"
+        # look at the database while the API is down: what changes there is the conductor's doing
+        while not _answers(box, "teapot-api"):
+            views_while_down.append(_db_view(box))
+            if _answers(box, "teapot-api"):
+                views_while_down.pop()  # the API came back during the look: not proof
+                break
+            time.sleep(0.1)
+
+    _kill_in_a_row(box, "teapot-api", after_each)
+
+    assert len(set(views_while_down)) >= 2, (
+        f"the conductor's state did not change while the API was down: {views_while_down[:1]}")
+    wait_for(lambda: _answers(box, "teapot-api"), timeout=60, what="the API back")
+
+    def gone():
+        try:
+            demo.clusters.get(uuid)
+        except mexc.NotFound:
+            return True
+        return False
+
+    wait_for(gone, timeout=180, what="the cluster deleted")
+    hosts = json.loads(box.teapot("host", "list", "-f", "json").stdout)
+    assert {h["state"] for h in hosts} == {"available"}
+    assert box.child_pids()["teapot-conductor"] == conductor
+    assert box.process.poll() is None
+
+
+def test_nothing_in_the_state_dir_is_readable_by_others(sup_box):
+    box = sup_box
+    # every process has been running for a while and made its files (databases, logs, keys)
+    assert (box.state_dir / "data" / "ironic").is_dir()
+    checked, wide = 0, []
+    for root, dirs, files in os.walk(box.state_dir):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            st = os.lstat(name)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            checked += 1
+            if st.st_mode & 0o077:
+                wide.append(f"{name} {oct(stat.S_IMODE(st.st_mode))}")
+    assert checked > 20
+    assert not wide, "readable by others:\n" + "\n".join(wide)
+    ironic_db = list((box.state_dir / "data").rglob("*.sqlite"))
+    assert ironic_db, "no SQLite database found under data/"
+
+
+def test_sigterm_during_a_backoff_stops_every_child(sup_box):
+    box = sup_box
+    children = box.child_pids()
+    log = box.state_dir / "logs" / "teapot-conductor.log"
+    starts = log.read_text().count("--- starting teapot-conductor")
+    os.kill(children["teapot-conductor"], signal.SIGKILL)  # its exits of the tests above still count
+    wait_for(lambda: json.loads((box.state_dir / "run" / "status.json").read_text())
+             ["components"]["teapot-conductor"]["state"] == "restarting",
+             timeout=30, interval=0.05, what="the conductor backed off")
+    box.process.send_signal(signal.SIGTERM)
+    assert box.process.wait(60) == 0
+    assert log.read_text().count("--- starting teapot-conductor") == starts, \
+        "the conductor was started again: the stop did not come during its backoff"
+    assert [line for line in box.lines if "teapot-conductor" in line][-1].endswith(
+        f"restarting it in {MAX_DELAY:g} s")
+    assert box.lines[-2:] == ["stopping", "stopped"]
+    assert not [name for name, pid in children.items() if _alive(pid)]
+    assert not list((box.state_dir / "run").glob("*.pid"))
+    assert _status(box)["box"][0] == "stopped"
