@@ -20,6 +20,7 @@ device over SSH, to an sshd that the fabric runs on 127.0.0.1 with generated key
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -107,7 +108,8 @@ class Fabric:
             raise FabricError(f"switch name {name!r} must be 1-15 lowercase letters, digits or '-'")
         self.dir = Path(state_dir).resolve() / "fabric"
         vlans = vlans or FabricVlans()
-        mac = "02:" + ":".join(prefix.encode().hex().ljust(10, "0")[i:i + 2] for i in range(0, 10, 2))
+        digest = hashlib.sha256(prefix.encode()).hexdigest()
+        mac = "02:" + ":".join(digest[i:i + 2] for i in range(0, 10, 2))  # locally administered
         self.state = _State(prefix=prefix, name=name, bridge=name, switch_ns=f"{prefix}-sw",
                             mac=mac, vlans=asdict(vlans))
 
