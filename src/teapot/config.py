@@ -7,6 +7,11 @@ import os
 from oslo_config import cfg
 
 OPTS = {
+    "DEFAULT": [
+        cfg.StrOpt("log_format", default="text", choices=["text", "json"],
+                   help="text: one readable line per record; json: one JSON object per line, with "
+                        "the request id of the API request that logged it."),
+    ],
     "api": [
         cfg.HostAddressOpt("host", default="127.0.0.1", help="Address the API binds to."),
         cfg.PortOpt("port", default=9511, help="Port the API listens on."),
@@ -43,6 +48,10 @@ OPTS = {
                      help="How long a host lease lasts without renewal."),
         cfg.FloatOpt("max_backoff", default=300.0, min=1.0,
                      help="Longest wait before retrying a failed operation."),
+        cfg.HostAddressOpt("metrics_host", default="127.0.0.1",
+                           help="Address the conductor serves /metrics and /healthz on."),
+        cfg.PortOpt("metrics_port", default=9512,
+                    help="Port of the conductor's /metrics and /healthz (0: any free port)."),
     ],
     "clusters": [
         cfg.StrOpt("driver", default="hosts", choices=["hosts", "capi"],
@@ -68,7 +77,7 @@ OPTS = {
 def load(config_file: str | None = None) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     for group, opts in OPTS.items():
-        conf.register_opts(opts, group=group)
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
     path = config_file or os.environ.get("TEAPOT_CONFIG")
     if not path:
         raise SystemExit("no configuration: pass --config-file or set TEAPOT_CONFIG")

@@ -21,7 +21,7 @@ import yaml
 
 VENV_BIN = Path(sys.executable).parent
 TEAPOT = str(VENV_BIN / "teapot")
-SERVICES = ("keystone", "ironic", "sushy-emulator", "teapot-api")
+SERVICES = ("keystone", "ironic", "sushy-emulator", "teapot-api", "teapot-conductor")
 
 
 def _free_base() -> int:

@@ -15,7 +15,8 @@ from teapot.deploy import ini
 from teapot.deploy.service import Service, config_dir, levels, order
 from teapot.deploy.services import box, sushy_emulator
 
-PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511}
+PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511,
+         "teapot-conductor": 9512}
 SECRETS = {"teapot-password": "tp-secret-123", "bmc-password": "bmc-secret-456",
            "admin-password": "admin-secret-789"}
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

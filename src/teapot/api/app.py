@@ -20,6 +20,8 @@ from teapot.api.hosts import routes as host_routes
 from teapot.api.policy import Enforcer, Forbidden
 from teapot.db import engine as db_engine
 from teapot.db.hosts import NotFound
+from teapot.observability import api as observe
+from teapot.observability import logs
 from teapot.resources.errors import ValidationError
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +45,11 @@ def _with_request_id(app: Starlette):
                     message = {**message, "headers": headers}
                 await send(message)
 
-            return await app(scope, receive, send_with_id)
+            token = logs.REQUEST_ID.set(request_id)  # for log records of this request
+            try:
+                return await app(scope, receive, send_with_id)
+            finally:
+                logs.REQUEST_ID.reset(token)
         return await app(scope, receive, send)
 
     return middleware
@@ -53,6 +59,7 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     routes = []
     for route in [*ci_routes.ROUTES, *host_routes.ROUTES]:
         routes.append(Route(route.path, common.handler(route.endpoint), methods=list(route.methods)))
+    routes.extend(observe.ROUTES)  # /metrics and /healthz, unauthenticated
 
     async def on_api_error(request, exc: APIError):
         return error_response(request, exc.status, exc.detail, exc.code)
@@ -91,13 +98,14 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     app.state.validator = validator or TokenValidator(
         ka.auth_url, ka.username, ka.password, ka.project_name, ka.user_domain_name,
         ka.project_domain_name, ka.cache_seconds)
-    return _with_request_id(app)
+    return _with_request_id(observe.instrument(app, app.state.reader))
 
 
 def create_app():
     """uvicorn factory: configuration from TEAPOT_CONFIG."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = build(config.load())
+    conf = config.load()
+    logs.setup(conf.log_format)
+    app = build(conf)
     # What is loaded now lives as long as the process: keep it out of the collector's way, and
     # collect less often (a list of a thousand clusters makes tens of thousands of objects).
     gc.collect()

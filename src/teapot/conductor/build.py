@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from oslo_config import cfg
 
 from teapot import crypto
@@ -10,6 +12,8 @@ from teapot.conductor.hosts import HostReconciler, Timing
 from teapot.conductor.loop import Loop, default_id
 from teapot.db import engine
 from teapot.drivers.provisioner.ironic import IronicProvisioner
+from teapot.observability import conductor as status
+from teapot.observability import health
 
 
 def loop(conf: cfg.ConfigOpts) -> Loop:
@@ -30,3 +34,17 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
                                        conf.clusters.management_namespace)
     clusters = ClusterReconciler(sm, fernet, owner, timing, management, conf.clusters.readiness)
     return Loop([hosts, clusters], workers=c.workers, poll_interval=c.poll_interval)
+
+
+def status_server(conf: cfg.ConfigOpts, loop: Loop, port: int | None = None) -> status.StatusServer | None:
+    """/metrics and /healthz of a conductor: healthy while the database answers and the loop
+    finishes passes. `port` overrides `[conductor] metrics_port`."""
+    c = conf.conductor
+    reader = engine.reader(engine.make_engine(conf.database.connection))
+    checks = {
+        "database": health.database(reader),
+        "loop": health.loop(lambda: loop.metrics.last_pass_monotonic, loop.stopping.is_set,
+                            started=time.monotonic(), max_age=max(60.0, 20 * c.poll_interval)),
+    }
+    return status.serve(c.metrics_host, c.metrics_port if port is None else port,
+                        loop.metrics.registry, checks)

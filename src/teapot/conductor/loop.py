@@ -13,6 +13,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from teapot.observability.logs import RECONCILING
+from teapot.observability.metrics import ConductorMetrics
+
 LOG = logging.getLogger(__name__)
 
 
@@ -21,8 +24,11 @@ def default_id() -> str:
 
 
 class Loop:
-    def __init__(self, reconcilers, workers: int, poll_interval: float):
+    def __init__(self, reconcilers, workers: int, poll_interval: float,
+                 metrics: ConductorMetrics | None = None):
         self.reconcilers = reconcilers
+        self.metrics = metrics or ConductorMetrics()
+        self.metrics.declare(r.kind for r in reconcilers)
         self.poll_interval = poll_interval
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self.workers = workers
@@ -45,6 +51,7 @@ class Loop:
                 reconciler.refresh()
             except Exception as e:
                 LOG.warning("%s: could not refresh observed state: %s", reconciler.kind, e)
+                self.metrics.refresh_failed(reconciler.kind)
                 continue
             for object_id in ids:
                 self.inflight[(reconciler.kind, object_id)] = self.pool.submit(
@@ -52,17 +59,20 @@ class Loop:
                 started += 1
         return started
 
-    @staticmethod
-    def _guarded(reconciler, object_id: int) -> None:
+    def _guarded(self, reconciler, object_id: int) -> None:
+        token = RECONCILING.set(f"{reconciler.kind} {object_id}")
         try:
-            reconciler.reconcile(object_id)
+            self.metrics.reconciled(reconciler.kind, lambda: reconciler.reconcile(object_id))
         except Exception:
             LOG.exception("%s %s: reconcile failed", reconciler.kind, object_id)
+        finally:
+            RECONCILING.reset(token)
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 self.tick()
+                self.metrics.passed()
             except Exception:
                 LOG.exception("conductor pass failed")
             self.stopping.wait(self.poll_interval)

@@ -36,7 +36,8 @@ from teapot.deploy.targets.local import (
     open_log,
 )
 
-DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511}
+DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511,
+                 "teapot-conductor": 9512}
 EMULATED_CLASS = "baremetal"  # the host class (flavor) of a box's hosts
 CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
           "teapot-demo": ("demo", "demo", "demo-password")}
@@ -53,7 +54,8 @@ class Box:
                 "owner only (the state directory holds passwords)")
         settings_file = self.state_dir / "box.yaml"
         saved = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
-        ports = dict(saved.get("ports") or DEFAULT_PORTS)
+        # a state directory from before a service had a port gets its default port
+        ports = {**DEFAULT_PORTS, **(saved.get("ports") or {})}
         if port_base is not None:
             ports = {name: port_base + i for i, name in enumerate(DEFAULT_PORTS)}
         self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))

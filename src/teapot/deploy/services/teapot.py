@@ -36,8 +36,9 @@ def _key_file(ctx: Context) -> str:
 def teapot_conf(ctx: Context) -> str:
     box = ctx.settings.get("profile") == "box"
     return ini.render({
-        "DEFAULT": {"debug": False},
+        "DEFAULT": {"debug": False, "log_format": "text"},
         "api": {"host": ctx.bind_host, "port": ctx.port(API_NAME)},
+        "conductor": {"metrics_host": ctx.bind_host, "metrics_port": ctx.port(CONDUCTOR_NAME)},
         "database": {"connection": ctx.database_url("teapot")},
         "keystone_authtoken": {
             "auth_url": ctx.url("keystone") + "/v3",
@@ -84,7 +85,7 @@ API = Service(
         "--port", str(ctx.port(API_NAME)), "--no-access-log", "--log-level", "warning",
     ],
     env=_env,
-    readiness=Readiness("/"),
+    readiness=Readiness("/healthz"),  # answers, and its database does
     depends_on=("keystone",),
     ingress="teapot",
     keystone=KeystoneRegistration(
@@ -101,9 +102,11 @@ CONDUCTOR = Service(
     package="teapot",
     image="teapot",
     config_files=_CONFIG,
+    port=9512,  # /metrics and /healthz
     config_dir="teapot",
     command=lambda ctx: ["teapot", "conductor", "--config-file", _conf(ctx)],
     env=_env,
+    readiness=Readiness("/healthz"),
     depends_on=(API_NAME, "ironic"),
 )
 
