@@ -262,7 +262,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200,
                         help=f"timed GET requests per list (after {WARMUP} warm-up requests)")
     parser.add_argument("--port-base", type=int, default=None,
-                        help="first of 4 consecutive loopback ports (default: a free range)")
+                        help="first of 5 consecutive loopback ports (default: a free range)")
     parser.add_argument("--keep", action="store_true", help="keep the state dir for inspection")
     parser.add_argument("--echo", action="store_true", help="show teapot up's output")
     args = parser.parse_args()

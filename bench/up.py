@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="starts from the existing state dir")
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--port-base", type=int, default=None,
-                        help="first of 4 consecutive loopback ports (default: a free range)")
+                        help="first of 5 consecutive loopback ports (default: a free range)")
     parser.add_argument("--keep", action="store_true", help="keep the state dir for inspection")
     parser.add_argument("--echo", action="store_true", help="show teapot up's output")
     args = parser.parse_args()
