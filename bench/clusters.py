@@ -255,6 +255,30 @@ def latency(box: Box, api: Api, path: str, requests: int) -> dict:
             "api_cpu": cpu["services"].get("teapot-api", 0.0)}
 
 
+def page_walks(box: Box, api: Api, limit: int, walks: int) -> dict:
+    """Walk the whole list in pages of `limit`, following the `next` links, `walks` times."""
+    client = api.clients["demo"]
+    pages, seen = [], 0
+    meter = CpuMeter(box)
+    began = time.perf_counter()
+    for _ in range(walks):
+        url, seen = f"/v1/clusters?limit={limit}", 0
+        while url:
+            start = time.perf_counter()
+            response = client.get(url)
+            pages.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {url}: {response.status_code} {response.text[:300]}")
+            body = response.json()
+            seen += len(body["clusters"])
+            url = body.get("next")
+    total = time.perf_counter() - began
+    cpu = meter.read()
+    return {"limit": limit, "pages": len(pages) // walks, "median": median(pages),
+            "p95": percentile(pages, 95), "walk": total / walks, "clusters": seen,
+            "api_cpu": cpu["services"].get("teapot-api", 0.0) / walks}
+
+
 # -- the whole -------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -274,6 +298,7 @@ def main() -> int:
           + ("  (NOT idle: timings will be noisy)" if busy > 0.3 else ""), flush=True)
     runs: list[dict] = []
     lists: list[dict] = []
+    walks: dict = {}
     with state_dir(args.keep, "teapot-bench-clusters-") as path:
         print(f"teapot up --hosts {hosts} --port-base {port_base} --state-dir {path}", flush=True)
         box = Box(path, hosts, port_base, echo=args.echo)
@@ -295,6 +320,8 @@ def main() -> int:
                 lists.append(latency(box, api, path_, args.requests))
                 r = lists[-1]
                 print(f"  GET {path_}: median {r['median'] * 1000:.1f} ms", flush=True)
+            walks = page_walks(box, api, 50, max(1, args.requests // 20))
+            print(f"  GET /v1/clusters?limit=50, all pages: {walks['walk'] * 1000:.1f} ms", flush=True)
         finally:
             if api is not None:
                 api.close()
@@ -340,6 +367,17 @@ def main() -> int:
             print(f"GET {r['path']}: {describe_cpu(r['cpu'])}")
             print(f"GET {r['path']}: mean {statistics.fmean(r['times']) * 1000:.1f} ms, "
                   f"stdev {statistics.pstdev(r['times']) * 1000:.1f} ms")
+    if walks and lists:
+        whole = lists[0]
+        per_whole = whole["median"] / max(1, whole["clusters"]) * 1e6
+        per_page = walks["walk"] / max(1, walks["clusters"]) * 1e6
+        print()
+        print(f"(3) the same {walks['clusters']} clusters in pages of {walks['limit']} "
+              f"({walks['pages']} pages, following `next`)")
+        print(f"page median {walks['median'] * 1000:.1f} ms, p95 {walks['p95'] * 1000:.1f} ms; "
+              f"whole walk {walks['walk'] * 1000:.1f} ms, API CPU {walks['api_cpu'] * 1000:.0f} ms")
+        print(f"per cluster: {per_page:.1f} us in pages vs {per_whole:.1f} us in one list "
+              f"(ratio {per_page / per_whole:.2f}; goal: pages no slower per cluster)")
     return 0
 
 

@@ -15,6 +15,9 @@ OPTS = {
     "api": [
         cfg.HostAddressOpt("host", default="127.0.0.1", help="Address the API binds to."),
         cfg.PortOpt("port", default=9511, help="Port the API listens on."),
+        cfg.IntOpt("max_limit", default=1000, min=1,
+                   help="The most objects a list returns in one response (as Magnum's "
+                        "[api] max_limit); clients page with limit and marker."),
     ],
     "database": [
         cfg.StrOpt("connection", required=True, help="SQLAlchemy URL of Teapot's database."),
@@ -65,6 +68,26 @@ OPTS = {
         cfg.StrOpt("management_context", help="Its context (capi)."),
         cfg.StrOpt("management_namespace", default="teapot-clusters",
                    help="Namespace of the clusters' objects and of the BareMetalHosts (capi)."),
+    ],
+    "network": [
+        cfg.BoolOpt("enabled", default=False,
+                    help="Tenant networks: each project's hosts on its own VLAN of the top-of-rack "
+                         "switches in switches_file."),
+        cfg.StrOpt("switches_file",
+                   help="YAML list of switches: name, macAddress (the switch id hosts' "
+                        "networkInterfaces[].switchPort.switchID name) and device (the options of "
+                        "a networking-generic-switch device). Holds credentials: keep it 0600."),
+        cfg.ListOpt("vlan_ranges", default=["100:3000"],
+                    help="VLAN ids tenant networks are allocated from, as MIN:MAX ranges."),
+        cfg.IntOpt("idle_vlan", default=3999, min=1, max=4094,
+                   help="Where a port waits while its host belongs to no one."),
+        cfg.IntOpt("provisioning_vlan", default=4000, min=1, max=4094,
+                   help="Where a host is while it is deployed."),
+        cfg.IntOpt("cleaning_vlan", default=4001, min=1, max=4094,
+                   help="Where a host is while it is cleaned (never on a tenant VLAN)."),
+        cfg.StrOpt("physical_network", default="physnet1",
+                   help="The physical network the switches' trunk ports carry tenant VLANs toward "
+                        "(a Neutron provider network's provider:physical_network)."),
     ],
     "secrets": [
         cfg.StrOpt("key_file", required=True,

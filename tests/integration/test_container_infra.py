@@ -467,3 +467,38 @@ def test_lists_follow_every_change(users, template):
             created.uuid, "DELETE_IN_PROGRESS") == "DELETE_IN_PROGRESS"
     finally:
         _wait_gone(demo, created.uuid)
+
+
+def test_lists_page_and_sort_through_magnumclient_and_openstack_coe(box, users):
+    """python-magnumclient follows the `next` links to its limit; `openstack coe ... --limit
+    --sort-key --sort-dir` asks for pages; other projects' templates never appear."""
+    names = [f"page-{i}" for i in range(7)]
+    made = [users["demo"].cluster_templates.create(name=n, image_id=IMAGE, coe="kubernetes",
+                                                   flavor_id="baremetal") for n in names]
+    theirs = users["other"].cluster_templates.create(name="page-other", image_id=IMAGE,
+                                                     coe="kubernetes", flavor_id="baremetal")
+    try:
+        newest = users["demo"].cluster_templates.list(limit=3, sort_key="name", sort_dir="desc")
+        assert [t.name for t in newest] == ["page-6", "page-5", "page-4"]
+        every = users["demo"].cluster_templates.list(limit=1000, sort_key="name", sort_dir="asc")
+        mine = [t.name for t in every if t.name.startswith("page-")]
+        assert mine == names  # once each, in order, none of the other project's
+        two = users["demo"].cluster_templates.list(limit=2, sort_key="created_at")
+        assert len(two) == 2
+        with pytest.raises(mexc.BadRequest, match="sort_key"):
+            users["demo"].cluster_templates.list(limit=2, sort_key="image_checksum")
+
+        listed = subprocess.run(
+            ["openstack", "--os-cloud", "teapot-demo", "coe", "cluster", "template", "list",
+             "--limit", "2", "--sort-key", "name", "--sort-dir", "desc", "-f", "json"],
+            capture_output=True, text=True, env=box.env(), timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert [t["name"] for t in json.loads(listed.stdout)] == ["page-6", "page-5"]
+        refused = subprocess.run(
+            ["openstack", "--os-cloud", "teapot-demo", "coe", "cluster", "list", "--sort-key", "secrets"],
+            capture_output=True, text=True, env=box.env(), timeout=120)
+        assert refused.returncode != 0 and "sort_key" in refused.stderr, refused.stderr
+    finally:
+        for t in made:
+            users["demo"].cluster_templates.delete(t.uuid)
+        users["other"].cluster_templates.delete(theirs.uuid)

@@ -32,7 +32,7 @@ def _body(box, name: str, **spec_changes) -> dict:
     ({"bootMACAddress": "52:54:00:zz:00:01"}, "spec.bootMACAddress", "not a MAC address"),
     ({"image": {"url": "http://x/i.img", "checksum": "a" * 64, "checksumType": "crc32"}},
      "spec.image.checksumType", "crc32"),
-    ({"online": "yes"}, "spec.online", "boolean"),
+    ({"online": "yes"}, "spec.online", "true or false"),
     ({"colour": "teal"}, "spec.colour", "unknown field"),
 ])
 def test_bad_spec_is_400_naming_the_field(admin, box, change, field, words):

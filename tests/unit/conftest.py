@@ -19,3 +19,61 @@ def sm(db_url):
     engine = make_engine(db_url)
     yield make_sessionmaker(engine)
     engine.dispose()
+
+
+# -- the API in process, on a real database; tokens name fixed identities -------------------------------
+class Tokens:
+    """Stands in for Keystone's token validation: each token is one identity."""
+
+    def __init__(self):
+        from teapot.api.auth import Identity
+
+        def ident(user: str, project: str, *roles: str) -> Identity:
+            return Identity(user_id=f"{user}-id", user_name=user, project_id=project,
+                            project_name=project, roles=roles, system_scope=None,
+                            is_admin_project=False)
+
+        self.identities = {
+            "admin": ident("admin", "p-admin", "admin", "member", "reader"),
+            "alice": ident("alice", "p-one", "member", "reader"),
+            "bob": ident("bob", "p-two", "member", "reader"),
+            "rita": ident("rita", "p-one", "reader"),
+        }
+
+    def validate(self, token: str):
+        from teapot.api.auth import InvalidToken
+
+        if token not in self.identities:
+            raise InvalidToken("the token is not valid (expired, revoked or malformed)")
+        return self.identities[token]
+
+
+@pytest.fixture
+def api_conf(tmp_path, db_url):
+    from teapot import config
+
+    conf_file = tmp_path / "teapot.conf"
+    conf_file.write_text(
+        "[database]\nconnection = " + db_url + "\n"
+        "[keystone_authtoken]\nauth_url = http://127.0.0.1:9/v3\npassword = unused\n"
+        "[ironic]\nendpoint = http://127.0.0.1:9\n"
+        "[secrets]\nkey_file = " + str(tmp_path / "secret.key") + "\n"
+        "[api]\nmax_limit = 100\n")
+    return config.load(str(conf_file))
+
+
+@pytest.fixture
+def client(api_conf):
+    """A TestClient of the API; `client.as_(name)` sends that identity's token."""
+    from starlette.testclient import TestClient
+
+    from teapot.api import app as api_app
+
+    with TestClient(api_app.build(api_conf, validator=Tokens()), base_url="http://teapot") as c:
+        yield c
+
+
+def call(client, who: str, method: str, path: str, **kwargs):
+    headers = {"X-Auth-Token": who, "OpenStack-API-Version": "container-infra latest",
+               **kwargs.pop("headers", {})}
+    return client.request(method, path, headers=headers, **kwargs)

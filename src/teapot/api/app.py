@@ -8,11 +8,13 @@ import uuid
 
 from oslo_config import cfg
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from teapot import config, crypto
-from teapot.api import common
+from teapot.api import openapi, operations
 from teapot.api.auth import TokenValidator
 from teapot.api.container_infra import routes as ci_routes
 from teapot.api.errors import APIError, error_response
@@ -20,9 +22,13 @@ from teapot.api.hosts import routes as host_routes
 from teapot.api.policy import Enforcer, Forbidden
 from teapot.db import engine as db_engine
 from teapot.db.hosts import NotFound
+from teapot.db.pagination import MarkerNotFound
 from teapot.observability import api as observe
 from teapot.observability import logs
 from teapot.resources.errors import ValidationError
+
+# Every operation of every API, each with its declared schemas.
+OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS]
 
 LOG = logging.getLogger(__name__)
 
@@ -55,10 +61,15 @@ def _with_request_id(app: Starlette):
     return middleware
 
 
+async def openapi_document(request: Request) -> JSONResponse:
+    doc = request.app.state.openapi
+    if doc is None:
+        doc = request.app.state.openapi = openapi.document(OPERATIONS, _base_url(request))
+    return JSONResponse(doc)
+
+
 def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
-    routes = []
-    for route in [*ci_routes.ROUTES, *host_routes.ROUTES]:
-        routes.append(Route(route.path, common.handler(route.endpoint), methods=list(route.methods)))
+    routes = [*operations.routes(OPERATIONS), Route("/openapi.json", openapi_document)]
     routes.extend(observe.ROUTES)  # /metrics and /healthz, unauthenticated
 
     async def on_api_error(request, exc: APIError):
@@ -77,13 +88,27 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     async def on_forbidden(request, exc: Forbidden):
         return error_response(request, 403, str(exc), "forbidden")
 
+    async def on_marker(request, exc: MarkerNotFound):
+        return error_response(request, 400, "marker: no such object in this list", "invalid_input")
+
+    async def on_http(request, exc: HTTPException):
+        if exc.status_code == 404:
+            detail = f"no such resource: {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            detail = exc.detail
+        response = error_response(request, exc.status_code, detail)
+        response.headers.update(exc.headers or {})
+        return response
+
     async def on_error(request, exc: Exception):
         LOG.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal error; the request id is in the server log")
 
     app = Starlette(routes=routes, exception_handlers={
         APIError: on_api_error, ValidationError: on_validation, NotFound: on_not_found,
-        LookupError: on_ambiguous,
+        MarkerNotFound: on_marker, LookupError: on_ambiguous, HTTPException: on_http,
         Forbidden: on_forbidden, Exception: on_error,
     })
     engine = db_engine.make_engine(conf.database.connection)
@@ -94,6 +119,8 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     app.state.fernet = crypto.load_or_create_key(conf.secrets.key_file)
     app.state.enforcer = Enforcer(conf)
     app.state.base_url = _base_url
+    app.state.max_limit = conf.api.max_limit
+    app.state.openapi = None
     ka = conf.keystone_authtoken
     app.state.validator = validator or TokenValidator(
         ka.auth_url, ka.username, ka.password, ka.project_name, ka.user_domain_name,

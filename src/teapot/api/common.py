@@ -1,18 +1,13 @@
-"""What every API handler shares: the body, the caller's identity and the policy check."""
+"""What every API handler shares: the caller's identity, the policy check, fast JSON."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from teapot.api.auth import Identity, InvalidToken
 from teapot.api.errors import APIError
-from teapot.resources.errors import ValidationError
 
 
 class FastJSONResponse(JSONResponse):
@@ -20,30 +15,6 @@ class FastJSONResponse(JSONResponse):
 
     def render(self, content) -> bytes:
         return orjson.dumps(content)
-
-
-def handler(fn: Callable[[Request], Response]):
-    """Run a blocking handler in the thread pool, with the request body already read."""
-
-    async def endpoint(request: Request) -> Response:
-        request.state.raw_body = await request.body()
-        return await run_in_threadpool(fn, request)
-
-    endpoint.__name__ = fn.__name__
-    return endpoint
-
-
-def json_body(request: Request) -> dict:
-    raw = request.state.raw_body
-    if not raw:
-        raise ValidationError("", "the request needs a JSON body")
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise ValidationError("", f"the body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ValidationError("", "the body must be a JSON object")
-    return body
 
 
 def identity(request: Request) -> Identity:

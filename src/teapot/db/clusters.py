@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from teapot.db import pagination
 from teapot.db.hosts import NotFound, _is_uuid
 from teapot.db.models import Cluster, ClusterTemplate, Host, HostClass, NodeGroup, Quota
 
@@ -114,10 +115,13 @@ def get_cluster(session: Session, ident: str, project_id: str | None) -> Cluster
     return _get(session, Cluster, ident, project_id, "cluster")
 
 
-def templates(session: Session, project_id: str | None) -> Sequence[ClusterTemplate]:
+def templates(session: Session, project_id: str | None,
+              page: pagination.Page | None = None) -> Sequence[ClusterTemplate]:
     query = select(ClusterTemplate).order_by(ClusterTemplate.id)
     if project_id is not None:
         query = query.where((ClusterTemplate.project_id == project_id) | ClusterTemplate.public)
+    if page is not None:
+        query = pagination.apply(session, query, page)
     return session.scalars(query).all()
 
 
@@ -134,13 +138,16 @@ def clusters(session: Session, project_id: str | None) -> Sequence:
     return session.execute(query).all()
 
 
-def cluster_versions(session: Session, project_id: str | None) -> Sequence:
+def cluster_versions(session: Session, project_id: str | None,
+                     page: pagination.Page | None = None) -> Sequence:
     """(uuid, updated_at, status, status_reason) of clusters in list order: what tells whether a
     rendered list entry is still current."""
     query = select(Cluster.uuid, Cluster.updated_at, Cluster.status,
                    Cluster.status_reason).order_by(Cluster.id)
     if project_id is not None:
         query = query.where(Cluster.project_id == project_id)
+    if page is not None:
+        query = pagination.apply(session, query, page)
     return session.execute(query).all()
 
 
@@ -160,13 +167,16 @@ def nodegroups(session: Session, cluster_uuids: Sequence[str]) -> dict[str, list
     return out
 
 
-def node_counts(session: Session, project_id: str | None) -> dict[str, tuple[int, int]]:
+def node_counts(session: Session, project_id: str | None,
+                cluster_uuids: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
     """(masters, workers) per cluster, counted in SQL in one statement."""
     masters = func.sum(case((NodeGroup.role == "master", NodeGroup.node_count), else_=0))
     workers = func.sum(case((NodeGroup.role != "master", NodeGroup.node_count), else_=0))
     query = select(NodeGroup.cluster_uuid, masters, workers).group_by(NodeGroup.cluster_uuid)
     if project_id is not None:
         query = query.where(NodeGroup.project_id == project_id)
+    if cluster_uuids is not None:
+        query = query.where(NodeGroup.cluster_uuid.in_(list(cluster_uuids)))
     return {uuid: (int(m or 0), int(w or 0)) for uuid, m, w in session.execute(query)}
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from teapot.db import leases
+from teapot.db import leases, pagination
 from teapot.db.models import Host, HostEvent
 from teapot.resources.errors import ValidationError
 
@@ -35,8 +35,11 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def list_all(session: Session) -> Sequence[Host]:
-    return session.scalars(select(Host).order_by(Host.name)).all()
+def list_all(session: Session, page: pagination.Page | None = None) -> Sequence[Host]:
+    query = select(Host).order_by(Host.name)
+    if page is not None:
+        query = pagination.apply(session, query, page)
+    return session.scalars(query).all()
 
 
 def create(session: Session, host: Host) -> Host:

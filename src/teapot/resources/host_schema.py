@@ -61,6 +61,24 @@ def _closed(schema: Any) -> Any:
     return schema
 
 
+def _json_schema(schema: Any) -> Any:
+    """OpenAPI 3.0's `nullable` as JSON Schema says it (a type that admits null)."""
+    if isinstance(schema, dict):
+        out = {k: _json_schema(v) for k, v in schema.items() if k != "nullable"}
+        if schema.get("nullable") and isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(schema, list):
+        return [_json_schema(v) for v in schema]
+    return schema
+
+
+@cache
+def spec_schema() -> dict:
+    """A BareMetalHost's spec as a closed JSON schema: what the hosts API declares and serves."""
+    return _json_schema(_closed(copy.deepcopy(_crd_schema()["properties"]["spec"])))
+
+
 @cache
 def _spec_validator() -> jsonschema.Draft7Validator:
     spec = copy.deepcopy(_crd_schema()["properties"]["spec"])

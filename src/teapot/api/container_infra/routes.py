@@ -10,18 +10,22 @@ import uuid as uuidlib
 from typing import Any
 
 import jsonpatch
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from teapot import pki
-from teapot.api.common import FastJSONResponse, authorize, identity, json_body
+from teapot.api import schema
+from teapot.api.common import FastJSONResponse, authorize, identity
 from teapot.api.container_infra import microversion, views
+from teapot.api.container_infra import schemas as s
 from teapot.api.errors import APIError
+from teapot.api.operations import Operation, body
+from teapot.api.pagination import Paging, finish
 from teapot.api.policy import Forbidden
 from teapot.db import clusters as cdb
 from teapot.db.hosts import NotFound
-from teapot.db.models import Cluster, ClusterTemplate, HostClass, NodeGroup, Quota
+from teapot.db.models import Cluster, ClusterTemplate, HostClass, HostEvent, NodeGroup, Quota
 from teapot.resources import cluster as csm
 from teapot.resources import host_schema
 from teapot.resources.errors import ValidationError
@@ -33,10 +37,23 @@ TEMPLATE_DEFAULTS = {
     "labels": {}, "cluster_distro": "ubuntu", "docker_volume_size": None, "tags": None,
     "driver": "teapot",
 }
-CLUSTER_INPUT = {"name", "cluster_template_id", "node_count", "master_count", "discovery_url",
-                 "create_timeout", "keypair", "docker_volume_size", "labels", "master_flavor_id",
-                 "flavor_id", "fixed_network", "fixed_subnet", "floating_ip_enabled",
-                 "master_lb_enabled", "merge_labels"}
+TEMPLATE_PAGING = Paging({"id": ClusterTemplate.id, "uuid": ClusterTemplate.uuid,
+                          "name": ClusterTemplate.name, "created_at": ClusterTemplate.created_at,
+                          "updated_at": func.coalesce(ClusterTemplate.updated_at, 0.0)},
+                         "id", ClusterTemplate.id, ClusterTemplate.uuid, schema.UUID)
+CLUSTER_PAGING = Paging({"id": Cluster.id, "uuid": Cluster.uuid, "name": Cluster.name,
+                         "status": Cluster.status, "created_at": Cluster.created_at,
+                         "updated_at": func.coalesce(Cluster.updated_at, 0.0)},
+                        "id", Cluster.id, Cluster.uuid, schema.UUID)
+NODEGROUP_PAGING = Paging({"id": NodeGroup.id, "uuid": NodeGroup.uuid, "name": NodeGroup.name,
+                           "role": NodeGroup.role, "node_count": NodeGroup.node_count,
+                           "created_at": NodeGroup.created_at},
+                          "id", NodeGroup.id, NodeGroup.uuid, schema.UUID)
+QUOTA_PAGING = Paging({"id": Quota.id, "project_id": Quota.project_id,
+                       "created_at": Quota.created_at},
+                      "id", Quota.id, Quota.project_id, schema.string(64, 1))
+HOSTCLASS_PAGING = Paging({"name": HostClass.name, "created_at": HostClass.created_at},
+                          "name", HostClass.id, HostClass.name, schema.string(255, 1))
 
 
 # -- plumbing --------------------------------------------------------------------------------------
@@ -76,34 +93,33 @@ def _check(request: Request, rule: str, project_id: str) -> None:
         raise
 
 
-def _patch(doc: dict, ops: Any, allowed: set[str]) -> dict:
-    if not isinstance(ops, list):
-        raise ValidationError("", "the body must be a JSON patch: a list of operations")
-    for op in ops:
-        path = op.get("path", "") if isinstance(op, dict) else ""
-        if path.strip("/").split("/")[0] not in allowed:
-            raise ValidationError(path or "path", f"cannot be changed; allowed: {', '.join(sorted(allowed))}")
+_TEMPLATE_DOC = schema.validator(s.TEMPLATE_DOC)
+_CLUSTER_DOC = schema.validator(s.CLUSTER_DOC)
+_NODEGROUP_DOC = schema.validator(s.NODEGROUP_DOC)
+
+
+def _patch(doc: dict, ops: list, result) -> dict:
+    """Apply a JSON patch (its paths already checked by the operation's schema) and validate the
+    patched document with the same field schemas as a create."""
     try:
-        return jsonpatch.apply_patch(doc, ops)
+        new = jsonpatch.apply_patch(doc, ops)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
         raise ValidationError("", f"invalid JSON patch: {e}") from None
+    return schema.check(result, new)
 
 
-def _int(body: dict, key: str, default: int, minimum: int) -> int:
-    value = body.get(key, default)
-    if value is None:
-        value = default
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValidationError(key, f"must be an integer of at least {minimum}")
-    return value
+def _given(body: dict, key: str, default):
+    """A field of the body; null (as Magnum's clients send for unset fields) means the default."""
+    value = body.get(key)
+    return default if value is None else value
 
 
-def _labels(value: Any, key: str = "labels") -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValidationError(key, "must be an object of strings")
-    return {str(k): str(v) for k, v in value.items()}
+def _listed(request: Request, key: str, rows: list, page, marker_of, render) -> Response:
+    rows, next_link = finish(request, list(rows), page, marker_of)
+    out: dict[str, Any] = {key: [render(r) for r in rows]}
+    if next_link:
+        out["next"] = next_link
+    return _respond(request, out)
 
 
 # -- versions --------------------------------------------------------------------------------------
@@ -131,38 +147,41 @@ def version_v1(request: Request) -> Response:
 
 # -- host classes (flavors) ------------------------------------------------------------------------
 def list_hostclasses(request: Request) -> Response:
-    authorize(request, "container-infra:hostclass:get")
+    page = HOSTCLASS_PAGING.page(request)
     with _reader(request)() as session:
-        from sqlalchemy import select
+        rows = session.scalars(cdb.pagination.apply(session, select(HostClass), page)).all()
 
-        rows = session.scalars(select(HostClass).order_by(HostClass.name)).all()
-        return _respond(request, {"hostclasses": [
-            {"name": r.name, "description": r.description, "labels": r.labels, "traits": r.traits or [],
-             "hosts": cdb.count_matching(session, cdb.Selector.of(r)),
-             "free_hosts": cdb.count_matching(session, cdb.Selector.of(r), free_only=True)}
-            for r in rows]})
+        def render(r: HostClass) -> dict:
+            return {"name": r.name, "description": r.description, "labels": r.labels,
+                    "traits": r.traits or [],
+                    "hosts": cdb.count_matching(session, cdb.Selector.of(r)),
+                    "free_hosts": cdb.count_matching(session, cdb.Selector.of(r), free_only=True)}
+
+        return _listed(request, "hostclasses", rows, page, lambda r: r.name, render)
 
 
 def create_hostclass(request: Request) -> Response:
-    authorize(request, "container-infra:hostclass:write")
-    body = json_body(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not name:
-        raise ValidationError("name", "is required")
-    labels = _labels(body.get("labels"))
-    traits = host_schema.validate_traits(body.get("traits"))
+    spec = body(request)
+    name = spec["name"]
+    labels = spec.get("labels") or {}
+    traits = host_schema.validate_traits(spec.get("traits"))
     if not labels and not traits:
         raise ValidationError("labels", "a host class needs at least one host label or trait to select by")
     with _sm(request).begin() as session:
         if cdb.host_class(session, name):
             raise ValidationError("name", f"a host class named {name!r} already exists")
-        session.add(HostClass(name=name, description=str(body.get("description", "")), labels=labels,
+        session.add(HostClass(name=name, description=spec.get("description") or "", labels=labels,
                               traits=traits, created_at=time.time()))
-    return _respond(request, {"name": name, "labels": labels, "traits": traits}, 201)
+        session.flush()
+        return _respond(request, {"name": name, "description": spec.get("description") or "",
+                                  "labels": labels, "traits": traits,
+                                  "hosts": cdb.count_matching(session, cdb.Selector(labels, tuple(traits))),
+                                  "free_hosts": cdb.count_matching(
+                                      session, cdb.Selector(labels, tuple(traits)), free_only=True)},
+                        201)
 
 
 def delete_hostclass(request: Request) -> Response:
-    authorize(request, "container-infra:hostclass:write")
     with _sm(request).begin() as session:
         row = cdb.host_class(session, request.path_params["name"])
         if row is None:
@@ -183,19 +202,14 @@ def _check_flavor(session, flavor: str | None, field: str) -> None:
 
 
 # -- cluster templates -----------------------------------------------------------------------------
-def _image(attrs: dict) -> None:
-    image = attrs.get("image_id")
-    if not isinstance(image, str) or not image.startswith(("http://", "https://")):
-        raise ValidationError("image_id", "must be the URL of a disk image (http or https); "
-                                          "put its sha256 in the label image_checksum")
-
-
-def list_templates(request: Request, detail: bool = False) -> Response:
+def list_templates(request: Request) -> Response:
     project = _scope(request)
-    authorize(request, "container-infra:clustertemplate:get_all")
+    page = TEMPLATE_PAGING.page(request)
+    base = _base(request)
     with _reader(request)() as session:
-        rows = cdb.templates(session, project)
-        return _respond(request, {"clustertemplates": [views.template(r, _base(request)) for r in rows]})
+        rows = cdb.templates(session, project, page)
+        return _listed(request, "clustertemplates", rows, page, lambda r: r.uuid,
+                       lambda r: views.template(r, base))
 
 
 def show_template(request: Request) -> Response:
@@ -208,29 +222,20 @@ def show_template(request: Request) -> Response:
 
 def create_template(request: Request) -> Response:
     project = _scope(request)
-    authorize(request, "container-infra:clustertemplate:create")
-    body = json_body(request)
-    known = set(views.TEMPLATE_FIELDS) | {"name", "public", "hidden"}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise ValidationError(unknown[0], "unknown field")
-    name = body.get("name") or f"template-{uuidlib.uuid4().hex[:8]}"
-    public = bool(body.get("public", False))
-    if public or body.get("hidden"):
+    spec = body(request)
+    name = spec.get("name") or f"template-{uuidlib.uuid4().hex[:8]}"
+    public, hidden = bool(spec.get("public")), bool(spec.get("hidden"))
+    if public or hidden:
         authorize(request, "container-infra:clustertemplate:publish")
-    attrs = {**TEMPLATE_DEFAULTS, **{k: body[k] for k in views.TEMPLATE_FIELDS if k in body}}
-    if attrs["coe"] != "kubernetes":
-        raise ValidationError("coe", "Teapot runs kubernetes clusters only")
-    attrs["labels"] = _labels(attrs.get("labels"))
-    _image(attrs)
+    attrs = {**TEMPLATE_DEFAULTS, **{k: spec[k] for k in views.TEMPLATE_FIELDS if spec.get(k) is not None}}
     now = time.time()
     with _sm(request).begin() as session:
         _check_flavor(session, attrs.get("flavor_id"), "flavor_id")
         if attrs.get("master_flavor_id"):
             _check_flavor(session, attrs["master_flavor_id"], "master_flavor_id")
         row = ClusterTemplate(uuid=str(uuidlib.uuid4()), name=name, project_id=project,
-                              user_id=identity(request).user_id, public=public,
-                              hidden=bool(body.get("hidden", False)), attrs=attrs, created_at=now)
+                              user_id=identity(request).user_id, public=public, hidden=hidden,
+                              attrs=attrs, created_at=now)
         session.add(row)
         session.flush()
         return _respond(request, views.template(row, _base(request)), 201)
@@ -238,20 +243,20 @@ def create_template(request: Request) -> Response:
 
 def update_template(request: Request) -> Response:
     project = _scope(request)
-    ops = json.loads(request.state.raw_body or b"null")
     with _sm(request).begin() as session:
         row = cdb.get_template(session, request.path_params["ident"], project)
         _check(request, "container-infra:clustertemplate:update", row.project_id)
-        doc = {**row.attrs, "name": row.name, "public": row.public, "hidden": row.hidden}
-        new = _patch(doc, ops, set(views.TEMPLATE_FIELDS) | {"name", "public", "hidden"})
-        if (new["public"] != row.public or new["hidden"] != row.hidden):
+        doc = {**{k: v for k, v in row.attrs.items() if k in s.TEMPLATE_FIELDS},
+               "name": row.name, "public": row.public, "hidden": row.hidden}
+        new = _patch(doc, body(request), _TEMPLATE_DOC)
+        if new.get("public", False) != row.public or new.get("hidden", False) != row.hidden:
             authorize(request, "container-infra:clustertemplate:publish")
         if _in_use(session, row.uuid) and any(new.get(k) != doc.get(k) for k in views.TEMPLATE_FIELDS):
             raise APIError(400, f"cluster template {row.name} is used by clusters; only its name, "
                                 "public and hidden can change")
-        _image(new)
         _check_flavor(session, new.get("flavor_id"), "flavor_id")
-        row.name, row.public, row.hidden = new.pop("name"), bool(new.pop("public")), bool(new.pop("hidden"))
+        row.name = new.pop("name")
+        row.public, row.hidden = bool(new.pop("public", False)), bool(new.pop("hidden", False))
         row.attrs = new
         row.updated_at = time.time()
         session.flush()
@@ -259,8 +264,6 @@ def update_template(request: Request) -> Response:
 
 
 def _in_use(session, template_uuid: str) -> bool:
-    from sqlalchemy import func, select
-
     return bool(session.scalar(select(func.count(Cluster.id))
                                .where(Cluster.cluster_template_id == template_uuid)))
 
@@ -285,12 +288,14 @@ def _cluster(session, request: Request, project: str, rule: str) -> Cluster:
 
 def list_clusters(request: Request, detail: bool = False) -> Response:
     project = _scope(request)
-    authorize(request, "container-infra:cluster:get_all")
+    page = CLUSTER_PAGING.page(request)
     base = _base(request)
     cache: dict = request.app.state.cluster_views
     with _reader(request)() as session:
-        versions = cdb.cluster_versions(session, project)
-        counts = cdb.node_counts(session, project)
+        versions, next_link = finish(request, list(cdb.cluster_versions(session, project, page)),
+                                     page, lambda v: v.uuid)
+        counts = cdb.node_counts(session, project, [v.uuid for v in versions]
+                                 if len(versions) < 500 else None)
         keys = [(v.uuid, v.updated_at, v.status, v.status_reason, counts.get(v.uuid, (0, 0)),
                  base, detail) for v in versions]
         missing = [k[0] for k in keys if k not in cache]
@@ -304,7 +309,10 @@ def list_clusters(request: Request, detail: bool = False) -> Response:
                 cache.clear()
             cache[key] = view
         out.append(view)
-    return _respond(request, {"clusters": out})
+    result: dict[str, Any] = {"clusters": out}
+    if next_link:
+        result["next"] = next_link
+    return _respond(request, result)
 
 
 def list_clusters_detail(request: Request) -> Response:
@@ -326,48 +334,40 @@ def _quota_limit(session, project: str) -> int:
 
 def create_cluster(request: Request) -> Response:
     project = _scope(request)
-    authorize(request, "container-infra:cluster:create")
-    body = json_body(request)
-    unknown = sorted(set(body) - CLUSTER_INPUT)
-    if unknown:
-        raise ValidationError(unknown[0], "unknown field")
-    if not body.get("cluster_template_id"):
-        raise ValidationError("cluster_template_id", "is required")
-    masters = _int(body, "master_count", 1, 1)
-    workers = _int(body, "node_count", 1, 0)
-    name = body.get("name") or f"cluster-{uuidlib.uuid4().hex[:8]}"
+    spec = body(request)
+    masters = _given(spec, "master_count", 1)
+    workers = _given(spec, "node_count", 1)
+    name = spec.get("name") or f"cluster-{uuidlib.uuid4().hex[:8]}"
     fernet = request.app.state.fernet
     now = time.time()
     with _sm(request).begin() as session:
         try:
-            template = cdb.get_template(session, body["cluster_template_id"], project)
+            template = cdb.get_template(session, spec["cluster_template_id"], project)
         except NotFound:
             raise ValidationError("cluster_template_id",
-                                  f"no cluster template {body['cluster_template_id']!r}") from None
+                                  f"no cluster template {spec['cluster_template_id']!r}") from None
         t = template.attrs
-        flavor = body.get("flavor_id") or t.get("flavor_id")
-        master_flavor = body.get("master_flavor_id") or t.get("master_flavor_id") or flavor
+        flavor = spec.get("flavor_id") or t.get("flavor_id")
+        master_flavor = spec.get("master_flavor_id") or t.get("master_flavor_id") or flavor
         _check_flavor(session, flavor, "flavor_id")
         _check_flavor(session, master_flavor, "master_flavor_id")
-        from sqlalchemy import func, select
-
         used = session.scalar(select(func.count(Cluster.id)).where(Cluster.project_id == project))
         if used >= _quota_limit(session, project):
             raise APIError(403, f"cluster quota exceeded for project {project}: "
                                 f"{used} of {_quota_limit(session, project)}")
         labels = dict(t.get("labels") or {})
-        if body.get("merge_labels", False) or not body.get("labels"):
-            labels.update(_labels(body.get("labels")))
+        if spec.get("merge_labels") or not spec.get("labels"):
+            labels.update(spec.get("labels") or {})
         else:
-            labels = _labels(body.get("labels"))
+            labels = dict(spec["labels"])
         ca = pki.new_ca(f"{name} CA")
         secrets = {"bootstrap_token": pki.bootstrap_token(), "certificate_key": pki.certificate_key()}
         cluster_uuid = str(uuidlib.uuid4())
-        attrs = {k: body.get(k, t.get(k)) for k in ("keypair", "docker_volume_size", "discovery_url",
-                                                     "fixed_network", "fixed_subnet",
-                                                     "floating_ip_enabled", "master_lb_enabled")}
+        attrs = {k: _given(spec, k, t.get(k)) for k in (
+            "keypair", "docker_volume_size", "discovery_url", "fixed_network", "fixed_subnet",
+            "floating_ip_enabled", "master_lb_enabled")}
         attrs.update(labels=labels, flavor_id=flavor, master_flavor_id=master_flavor,
-                     create_timeout=_int(body, "create_timeout", 60, 1), health_status="UNKNOWN",
+                     create_timeout=_given(spec, "create_timeout", 60), health_status="UNKNOWN",
                      coe_version=labels.get("kube_tag", csm.DEFAULT_KUBERNETES_VERSION),
                      master_addresses=[], node_addresses=[], api_address=None, faults={})
         session.add(Cluster(
@@ -400,52 +400,52 @@ def _busy(row: Cluster) -> None:
 
 def update_cluster(request: Request) -> Response:
     project = _scope(request)
-    ops = json.loads(request.state.raw_body or b"null")
     with _sm(request).begin() as session:
         row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
         worker = next(g for g in groups if g.name == "default-worker")
-        doc = {"node_count": worker.node_count, "name": row.name}
-        new = _patch(doc, ops, {"node_count", "name"})
-        count = _int(new, "node_count", worker.node_count, 0)
-        row.name = str(new["name"])
+        new = _patch({"node_count": worker.node_count, "name": row.name}, body(request), _CLUSTER_DOC)
+        row.name = new["name"]
         row.updated_at = time.time()
-        if count != worker.node_count:
-            worker.node_count = count
-            _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {worker.name} to {count}")
+        if new["node_count"] != worker.node_count:
+            worker.node_count = new["node_count"]
+            _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {worker.name} to {worker.node_count}")
         session.flush()
         return _respond(request, {"uuid": row.uuid}, 202)
 
 
+def _at_least_one_master(group: NodeGroup, count: int, field: str) -> None:
+    if group.role == "master" and count < 1:
+        raise ValidationError(field, f"{group.name} is a control-plane group: at least 1")
+
+
 def resize_cluster(request: Request) -> Response:
     project = _scope(request)
-    body = json_body(request)
+    spec = body(request)
     with _sm(request).begin() as session:
         row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
-        name = body.get("nodegroup") or "default-worker"
+        name = spec.get("nodegroup") or "default-worker"
         group = next((g for g in groups if name in (g.name, g.uuid)), None)
         if group is None:
             raise ValidationError("nodegroup", f"cluster {row.name} has no node group {name!r}")
-        count = _int(body, "node_count", group.node_count, 1 if group.role == "master" else 0)
-        remove = body.get("nodes_to_remove") or []
-        if not isinstance(remove, list):
-            raise ValidationError("nodes_to_remove", "must be a list of host names or uuids")
-        group.node_count, group.nodes_to_remove = count, [str(n) for n in remove]
-        _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {group.name} to {count}")
+        _at_least_one_master(group, spec["node_count"], "node_count")
+        group.node_count = spec["node_count"]
+        group.nodes_to_remove = list(spec.get("nodes_to_remove") or [])
+        _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {group.name} to {group.node_count}")
     return _respond(request, {"uuid": row.uuid}, 202)
 
 
 def upgrade_cluster(request: Request) -> Response:
     project = _scope(request)
-    body = json_body(request)
+    spec = body(request)
     with _sm(request).begin() as session:
         row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
         try:
-            template = cdb.get_template(session, str(body.get("cluster_template", "")), project)
+            template = cdb.get_template(session, spec["cluster_template"], project)
         except NotFound:
             raise ValidationError("cluster_template", "no such cluster template") from None
         row.cluster_template_id = template.uuid
@@ -475,14 +475,16 @@ def _nodegroup(session, row: Cluster, ident: str) -> NodeGroup:
     return group
 
 
-
 def list_nodegroups(request: Request) -> Response:
     project = _scope(request)
+    page = NODEGROUP_PAGING.page(request)
+    base = _base(request)
     with _reader(request)() as session:
         row = _cluster(session, request, project, "container-infra:nodegroup:get")
-        groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
-        return _respond(request, {"nodegroups": [views.nodegroup(g, _base(request), False)
-                                                 for g in groups]})
+        query = select(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid)
+        groups = session.scalars(cdb.pagination.apply(session, query, page)).all()
+        return _listed(request, "nodegroups", groups, page, lambda g: g.uuid,
+                       lambda g: views.nodegroup(g, base, False))
 
 
 def show_nodegroup(request: Request) -> Response:
@@ -495,26 +497,27 @@ def show_nodegroup(request: Request) -> Response:
 
 def create_nodegroup(request: Request) -> Response:
     project = _scope(request)
-    body = json_body(request)
+    spec = body(request)
     with _sm(request).begin() as session:
         row = _cluster(session, request, project, "container-infra:nodegroup:write")
         _busy(row)
-        name = body.get("name")
-        if not isinstance(name, str) or not name:
-            raise ValidationError("name", "is required")
+        name = spec["name"]
         if any(g.name == name for g in cdb.nodegroups(session, [row.uuid])[row.uuid]):
             raise APIError(409, f"cluster {row.name} already has a node group {name!r}")
-        role = body.get("role", "worker")
+        role = spec.get("role") or "worker"
         if role == "master":
             raise ValidationError("role", "new node groups are worker groups")
-        flavor = body.get("flavor_id") or row.attrs.get("flavor_id")
+        flavor = spec.get("flavor_id") or row.attrs.get("flavor_id")
         _check_flavor(session, flavor, "flavor_id")
+        count, low, high = (_given(spec, "node_count", 1), _given(spec, "min_node_count", 0),
+                            spec.get("max_node_count"))
+        _bounds(count, low, high)
+        labels = dict(row.attrs.get("labels") or {}) if spec.get("merge_labels") else {}
+        labels.update(spec.get("labels") or {})
         group = NodeGroup(uuid=str(uuidlib.uuid4()), name=name, cluster_uuid=row.uuid, project_id=project,
-                          role=str(role), flavor_id=flavor, image_id=body.get("image_id"),
-                          node_count=_int(body, "node_count", 1, 0),
-                          min_node_count=_int(body, "min_node_count", 0, 0),
-                          max_node_count=body.get("max_node_count"), is_default=False,
-                          labels=_labels(body.get("labels")), status=csm.CREATE_IN_PROGRESS,
+                          role=role, flavor_id=flavor, image_id=spec.get("image_id"),
+                          node_count=count, min_node_count=low, max_node_count=high,
+                          is_default=False, labels=labels, status=csm.CREATE_IN_PROGRESS,
                           nodes_to_remove=[], created_at=time.time())
         session.add(group)
         _touch(row, csm.UPDATE_IN_PROGRESS, f"adding node group {name}")
@@ -522,18 +525,26 @@ def create_nodegroup(request: Request) -> Response:
         return _respond(request, views.nodegroup(group, _base(request)), 202)
 
 
+def _bounds(count: int, low: int, high: int | None) -> None:
+    if high is not None and low > high:
+        raise ValidationError("min_node_count", f"{low} is more than max_node_count {high}")
+    if count < low or (high is not None and count > high):
+        raise ValidationError("node_count", f"{count} is outside min_node_count {low} to "
+                                            f"max_node_count {high if high is not None else 'unbounded'}")
+
+
 def update_nodegroup(request: Request) -> Response:
     project = _scope(request)
-    ops = json.loads(request.state.raw_body or b"null")
     with _sm(request).begin() as session:
         row = _cluster(session, request, project, "container-infra:nodegroup:write")
         _busy(row)
         group = _nodegroup(session, row, request.path_params["ng"])
         new = _patch({"node_count": group.node_count, "min_node_count": group.min_node_count,
-                      "max_node_count": group.max_node_count}, ops,
-                     {"node_count", "min_node_count", "max_node_count"})
-        group.node_count = _int(new, "node_count", group.node_count, 1 if group.role == "master" else 0)
-        group.min_node_count = _int(new, "min_node_count", 0, 0)
+                      "max_node_count": group.max_node_count}, body(request), _NODEGROUP_DOC)
+        _at_least_one_master(group, new["node_count"], "node_count")
+        _bounds(new["node_count"], new.get("min_node_count", 0), new.get("max_node_count"))
+        group.node_count = new["node_count"]
+        group.min_node_count = new.get("min_node_count", 0)
         group.max_node_count = new.get("max_node_count")
         _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {group.name} to {group.node_count}")
         session.flush()
@@ -574,13 +585,11 @@ def show_ca(request: Request) -> Response:
 
 
 def sign_csr(request: Request) -> Response:
-    body = json_body(request)
-    ident = body.get("cluster_uuid") or body.get("bay_uuid")
+    spec = body(request)
+    ident = spec.get("cluster_uuid") or spec.get("bay_uuid")
     if not ident:
         raise ValidationError("cluster_uuid", "is required")
-    csr = body.get("csr")
-    if not isinstance(csr, str) or not csr:
-        raise ValidationError("csr", "is required (PEM)")
+    csr = spec["csr"]
     with _reader(request)() as session:
         row = _cluster_for_cert(session, request, ident, "container-infra:certificate:create")
         ca = pki.CA(row.ca_cert, request.app.state.fernet.decrypt(row.ca_key))
@@ -611,12 +620,10 @@ def _quota_view(q: Quota) -> dict:
 
 
 def list_quotas(request: Request) -> Response:
-    authorize(request, "container-infra:quota:write")
-    from sqlalchemy import select
-
+    page = QUOTA_PAGING.page(request)
     with _reader(request)() as session:
-        return _respond(request, {"quotas": [_quota_view(q) for q in
-                                             session.scalars(select(Quota).order_by(Quota.id))]})
+        rows = session.scalars(cdb.pagination.apply(session, select(Quota), page)).all()
+        return _listed(request, "quotas", rows, page, lambda q: q.project_id, _quota_view)
 
 
 def show_quota(request: Request) -> Response:
@@ -626,6 +633,8 @@ def show_quota(request: Request) -> Response:
     with _reader(request)() as session:
         q = cdb.quota(session, project, resource)
         if q is None:
+            if resource != "Cluster":
+                raise NotFound(f"quota {resource}")
             return _respond(request, {"project_id": project, "resource": resource,
                                       "hard_limit": DEFAULT_QUOTA, "id": None,
                                       "created_at": None, "updated_at": None})
@@ -633,38 +642,30 @@ def show_quota(request: Request) -> Response:
 
 
 def create_quota(request: Request) -> Response:
-    authorize(request, "container-infra:quota:write")
-    body = json_body(request)
-    if body.get("resource") != "Cluster":
-        raise ValidationError("resource", "must be Cluster")
-    if not body.get("project_id"):
-        raise ValidationError("project_id", "is required")
-    limit = _int(body, "hard_limit", DEFAULT_QUOTA, 0)
+    spec = body(request)
     with _sm(request).begin() as session:
-        if cdb.quota(session, body["project_id"], "Cluster"):
-            raise APIError(409, f"project {body['project_id']} already has a Cluster quota")
-        q = Quota(project_id=body["project_id"], resource="Cluster", hard_limit=limit,
-                  created_at=time.time())
+        if cdb.quota(session, spec["project_id"], "Cluster"):
+            raise APIError(409, f"project {spec['project_id']} already has a Cluster quota")
+        q = Quota(project_id=spec["project_id"], resource="Cluster",
+                  hard_limit=_given(spec, "hard_limit", DEFAULT_QUOTA), created_at=time.time())
         session.add(q)
         session.flush()
         return _respond(request, _quota_view(q), 201)
 
 
 def update_quota(request: Request) -> Response:
-    authorize(request, "container-infra:quota:write")
-    body = json_body(request)
+    spec = body(request)
     with _sm(request).begin() as session:
         q = cdb.quota(session, request.path_params["project"], request.path_params["resource"])
         if q is None:
             raise NotFound("quota")
-        q.hard_limit = _int(body, "hard_limit", q.hard_limit, 0)
+        q.hard_limit = spec["hard_limit"]
         q.updated_at = time.time()
         session.flush()
         return _respond(request, _quota_view(q), 202)
 
 
 def delete_quota(request: Request) -> Response:
-    authorize(request, "container-infra:quota:write")
     with _sm(request).begin() as session:
         q = cdb.quota(session, request.path_params["project"], request.path_params["resource"])
         if q is None:
@@ -674,21 +675,15 @@ def delete_quota(request: Request) -> Response:
 
 
 def stats(request: Request) -> Response:
-    project = request.query_params.get("project_id") or _scope(request)
+    project = request.state.query.get("project_id") or _scope(request)
     _check(request, "container-infra:stats:get", project)
     with _reader(request)() as session:
         rows = cdb.clusters(session, project)
-        groups = cdb.nodegroups(session, [r.uuid for r in rows])
-        nodes = sum(g.node_count for gs in groups.values() for g in gs)
+        nodes = sum(m + w for m, w in cdb.node_counts(session, project).values())
         return _respond(request, {"clusters": len(rows), "nodes": nodes})
 
 
 def mservices(request: Request) -> Response:
-    authorize(request, "container-infra:mservice:get_all")
-    from sqlalchemy import func, select
-
-    from teapot.db.models import HostEvent
-
     with _reader(request)() as session:
         rows = session.execute(select(HostEvent.conductor, func.count(HostEvent.id),
                                       func.max(HostEvent.finished_at))
@@ -710,43 +705,75 @@ def _versioned(fn):
     return wrapper
 
 
-ROUTES = [
-    Route(path, _versioned(fn), methods=methods) for path, fn, methods in [
-        ("/", versions_root, ["GET"]),
-        ("/v1", version_v1, ["GET"]),
-        ("/v1/", version_v1, ["GET"]),
-        ("/v1/clustertemplates", list_templates, ["GET"]),
-        ("/v1/clustertemplates/detail", list_templates, ["GET"]),
-        ("/v1/clustertemplates", create_template, ["POST"]),
-        ("/v1/clustertemplates/{ident}", show_template, ["GET"]),
-        ("/v1/clustertemplates/{ident}", update_template, ["PATCH"]),
-        ("/v1/clustertemplates/{ident}", delete_template, ["DELETE"]),
-        ("/v1/clusters", list_clusters, ["GET"]),
-        ("/v1/clusters/detail", list_clusters_detail, ["GET"]),
-        ("/v1/clusters", create_cluster, ["POST"]),
-        ("/v1/clusters/{ident}", show_cluster, ["GET"]),
-        ("/v1/clusters/{ident}", update_cluster, ["PATCH"]),
-        ("/v1/clusters/{ident}", delete_cluster, ["DELETE"]),
-        ("/v1/clusters/{ident}/actions/resize", resize_cluster, ["POST"]),
-        ("/v1/clusters/{ident}/actions/upgrade", upgrade_cluster, ["POST"]),
-        ("/v1/clusters/{ident}/nodegroups", list_nodegroups, ["GET"]),
-        ("/v1/clusters/{ident}/nodegroups/detail", list_nodegroups, ["GET"]),
-        ("/v1/clusters/{ident}/nodegroups", create_nodegroup, ["POST"]),
-        ("/v1/clusters/{ident}/nodegroups/{ng}", show_nodegroup, ["GET"]),
-        ("/v1/clusters/{ident}/nodegroups/{ng}", update_nodegroup, ["PATCH"]),
-        ("/v1/clusters/{ident}/nodegroups/{ng}", delete_nodegroup, ["DELETE"]),
-        ("/v1/certificates", sign_csr, ["POST"]),
-        ("/v1/certificates/{ident}", show_ca, ["GET"]),
-        ("/v1/certificates/{ident}", rotate_ca, ["PATCH"]),
-        ("/v1/quotas", list_quotas, ["GET"]),
-        ("/v1/quotas", create_quota, ["POST"]),
-        ("/v1/quotas/{project}/{resource}", show_quota, ["GET"]),
-        ("/v1/quotas/{project}/{resource}", update_quota, ["PATCH"]),
-        ("/v1/quotas/{project}/{resource}", delete_quota, ["DELETE"]),
-        ("/v1/stats", stats, ["GET"]),
-        ("/v1/mservices", mservices, ["GET"]),
-        ("/v1/hostclasses", list_hostclasses, ["GET"]),
-        ("/v1/hostclasses", create_hostclass, ["POST"]),
-        ("/v1/hostclasses/{name}", delete_hostclass, ["DELETE"]),
-    ]
+def _op(method: str, path: str, fn, summary: str, tag: str, responses: dict, **kw) -> Operation:
+    return Operation(method, path, _versioned(fn), summary, tag, responses, **kw)
+
+
+_ACCEPTED = {202: s.UUID_ONLY}
+OPERATIONS = [
+    _op("GET", "/", versions_root, "API versions", "versions", {200: s.VERSIONS}, authenticated=False),
+    _op("GET", "/v1", version_v1, "The v1 API", "versions", {200: s.VERSION}, authenticated=False),
+    _op("GET", "/v1/", version_v1, "The v1 API", "versions", {200: s.VERSION}, authenticated=False),
+    _op("GET", "/v1/clustertemplates", list_templates, "List cluster templates", "clustertemplates",
+        {200: s.TEMPLATE_LIST}, query=TEMPLATE_PAGING.query_schema(), rule="container-infra:clustertemplate:get_all"),
+    _op("GET", "/v1/clustertemplates/detail", list_templates, "List cluster templates (detail)",
+        "clustertemplates", {200: s.TEMPLATE_LIST}, query=TEMPLATE_PAGING.query_schema(), rule="container-infra:clustertemplate:get_all"),
+    _op("POST", "/v1/clustertemplates", create_template, "Create a cluster template", "clustertemplates",
+        {201: s.TEMPLATE}, body=s.TEMPLATE_CREATE, rule="container-infra:clustertemplate:create"),
+    _op("GET", "/v1/clustertemplates/{ident}", show_template, "Show a cluster template",
+        "clustertemplates", {200: s.TEMPLATE}),
+    _op("PATCH", "/v1/clustertemplates/{ident}", update_template, "Update a cluster template",
+        "clustertemplates", {200: s.TEMPLATE}, body=s.TEMPLATE_PATCH),
+    _op("DELETE", "/v1/clustertemplates/{ident}", delete_template, "Delete a cluster template",
+        "clustertemplates", {204: None}),
+    _op("GET", "/v1/clusters", list_clusters, "List clusters", "clusters", {200: s.CLUSTER_LIST},
+        query=CLUSTER_PAGING.query_schema(), rule="container-infra:cluster:get_all"),
+    _op("GET", "/v1/clusters/detail", list_clusters_detail, "List clusters (detail)", "clusters",
+        {200: s.CLUSTER_LIST_DETAIL}, query=CLUSTER_PAGING.query_schema(), rule="container-infra:cluster:get_all"),
+    _op("POST", "/v1/clusters", create_cluster, "Create a cluster", "clusters", _ACCEPTED,
+        body=s.CLUSTER_CREATE, rule="container-infra:cluster:create"),
+    _op("GET", "/v1/clusters/{ident}", show_cluster, "Show a cluster", "clusters", {200: s.CLUSTER}),
+    _op("PATCH", "/v1/clusters/{ident}", update_cluster, "Update a cluster", "clusters", _ACCEPTED,
+        body=s.CLUSTER_PATCH),
+    _op("DELETE", "/v1/clusters/{ident}", delete_cluster, "Delete a cluster", "clusters", {204: None}),
+    _op("POST", "/v1/clusters/{ident}/actions/resize", resize_cluster, "Resize a node group",
+        "clusters", _ACCEPTED, body=s.RESIZE),
+    _op("POST", "/v1/clusters/{ident}/actions/upgrade", upgrade_cluster, "Move to another template",
+        "clusters", _ACCEPTED, body=s.UPGRADE),
+    _op("GET", "/v1/clusters/{ident}/nodegroups", list_nodegroups, "List node groups", "nodegroups",
+        {200: s.NODEGROUP_LIST}, query=NODEGROUP_PAGING.query_schema()),
+    _op("GET", "/v1/clusters/{ident}/nodegroups/detail", list_nodegroups, "List node groups (detail)",
+        "nodegroups", {200: s.NODEGROUP_LIST}, query=NODEGROUP_PAGING.query_schema()),
+    _op("POST", "/v1/clusters/{ident}/nodegroups", create_nodegroup, "Add a node group", "nodegroups",
+        {202: s.NODEGROUP}, body=s.NODEGROUP_CREATE),
+    _op("GET", "/v1/clusters/{ident}/nodegroups/{ng}", show_nodegroup, "Show a node group",
+        "nodegroups", {200: s.NODEGROUP}),
+    _op("PATCH", "/v1/clusters/{ident}/nodegroups/{ng}", update_nodegroup, "Resize a node group",
+        "nodegroups", {202: s.NODEGROUP}, body=s.NODEGROUP_PATCH),
+    _op("DELETE", "/v1/clusters/{ident}/nodegroups/{ng}", delete_nodegroup, "Delete a node group",
+        "nodegroups", {204: None}),
+    _op("POST", "/v1/certificates", sign_csr, "Sign a CSR with a cluster's CA", "certificates",
+        {201: s.SIGNED}, body=s.CSR),
+    _op("GET", "/v1/certificates/{ident}", show_ca, "Show a cluster's CA", "certificates", {200: s.CA}),
+    _op("PATCH", "/v1/certificates/{ident}", rotate_ca, "Rotate a cluster's CA", "certificates",
+        {202: None}),
+    _op("GET", "/v1/quotas", list_quotas, "List quotas", "quotas", {200: s.QUOTA_LIST},
+        query=QUOTA_PAGING.query_schema(), rule="container-infra:quota:write"),
+    _op("POST", "/v1/quotas", create_quota, "Set a project's quota", "quotas", {201: s.QUOTA},
+        body=s.QUOTA_CREATE, rule="container-infra:quota:write"),
+    _op("GET", "/v1/quotas/{project}/{resource}", show_quota, "Show a quota", "quotas",
+        {200: s.QUOTA}),
+    _op("PATCH", "/v1/quotas/{project}/{resource}", update_quota, "Change a quota", "quotas",
+        {202: s.QUOTA}, body=s.QUOTA_UPDATE, rule="container-infra:quota:write"),
+    _op("DELETE", "/v1/quotas/{project}/{resource}", delete_quota, "Remove a quota", "quotas",
+        {204: None}, rule="container-infra:quota:write"),
+    _op("GET", "/v1/stats", stats, "Cluster and node counts", "stats", {200: s.STATS},
+        query={"project_id": schema.string(64, 1)}),
+    _op("GET", "/v1/mservices", mservices, "Teapot's conductors", "mservices", {200: s.MSERVICES}, rule="container-infra:mservice:get_all"),
+    _op("GET", "/v1/hostclasses", list_hostclasses, "List host classes (flavors)", "hostclasses",
+        {200: s.HOSTCLASS_LIST}, query=HOSTCLASS_PAGING.query_schema(), rule="container-infra:hostclass:get"),
+    _op("POST", "/v1/hostclasses", create_hostclass, "Define a host class", "hostclasses",
+        {201: s.HOSTCLASS}, body=s.HOSTCLASS_CREATE, rule="container-infra:hostclass:write"),
+    _op("DELETE", "/v1/hostclasses/{name}", delete_hostclass, "Remove a host class", "hostclasses",
+        {204: None}, rule="container-infra:hostclass:write"),
 ]

@@ -7,21 +7,25 @@ import time
 import uuid
 from typing import Any
 
+from sqlalchemy import func
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from teapot.api.common import authorize, json_body
+from teapot.api import schema
 from teapot.api.errors import APIError
-from teapot.api.hosts import views
+from teapot.api.hosts import schemas, views
+from teapot.api.operations import Operation, body
+from teapot.api.pagination import Paging, finish
 from teapot.db import hosts as host_db
 from teapot.db.models import Host
 from teapot.resources import host as hsm
 from teapot.resources import host_schema
 from teapot.resources.errors import ValidationError
 
-CREATE_FIELDS = {"name", "labels", "traits", "spec", "bmcCredentials", "userData"}
-UPDATE_FIELDS = {"labels", "traits", "spec", "bmcCredentials", "userData"}
+PAGING = Paging({"name": Host.name, "uuid": Host.uuid, "state": Host.state,
+                 "created_at": Host.created_at, "updated_at": Host.updated_at,
+                 "generation": Host.generation, "id": Host.id, "cluster": func.coalesce(Host.cluster_uuid, "")},
+                "name", Host.id, Host.uuid, schema.UUID)
 # Spec fields that Ironic is told at registration: changing them registers the host again.
 REGISTRATION_FIELDS = ("bmc", "bootMACAddress")
 REREGISTER_STATES = {hsm.REGISTERING, hsm.INSPECTING, hsm.PREPARING, hsm.AVAILABLE}
@@ -40,30 +44,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _labels(value: Any) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                              for k, v in value.items()):
-        raise ValidationError("labels", "must be an object of strings")
-    return value
-
-
-def _user_data(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise ValidationError("userData", "must be a string (the cloud-init user data)")
-    return value
-
-
-def _unknown(body: dict, allowed: set[str]) -> None:
-    extra = sorted(set(body) - allowed)
-    if extra:
-        raise ValidationError(extra[0], f"unknown field; expected some of {', '.join(sorted(allowed))}")
-
-
-def _prepare_spec(name: str, spec: Any, user_data: str | None) -> dict:
-    if not isinstance(spec, dict):
-        raise ValidationError("spec", "is required and must be an object")
+def _prepare_spec(name: str, spec: dict, user_data: str | None) -> dict:
     spec = copy.deepcopy(spec)
     spec.setdefault("online", False)
     if isinstance(spec.get("bmc"), dict):
@@ -81,30 +62,31 @@ def _claimed(row) -> APIError:
 
 
 def list_hosts(request: Request) -> Response:
-    authorize(request, "teapot:host:get_all")
-    with request.app.state.sessionmaker() as session:
-        rows = host_db.list_all(session)
+    page = PAGING.page(request)
+    with request.app.state.reader() as session:
+        rows, next_link = finish(request, list(host_db.list_all(session, page)), page,
+                                 lambda r: r.uuid)
         base = request.app.state.base_url(request)
-        return JSONResponse({"hosts": [views.host(r, base) for r in rows]})
+        out: dict[str, Any] = {"hosts": [views.host(r, base) for r in rows]}
+    if next_link:
+        out["next"] = next_link
+    return JSONResponse(out)
 
 
 def show_host(request: Request) -> Response:
-    authorize(request, "teapot:host:get")
     with request.app.state.sessionmaker() as session:
         row = host_db.get(session, request.path_params["ident"])
         return JSONResponse(views.host(row, request.app.state.base_url(request)))
 
 
 def create_host(request: Request) -> Response:
-    authorize(request, "teapot:host:create")
-    body = json_body(request)
-    _unknown(body, CREATE_FIELDS)
-    name = host_schema.validate_name(body.get("name"))
-    labels = _labels(body.get("labels"))
-    traits = host_schema.validate_traits(body.get("traits"))
-    user_data = _user_data(body.get("userData"))
-    spec = _prepare_spec(name, body.get("spec"), user_data)
-    username, password = host_schema.validate_credentials(body.get("bmcCredentials"))
+    spec_in = body(request)
+    name = spec_in["name"]
+    labels = spec_in.get("labels") or {}
+    traits = host_schema.validate_traits(spec_in.get("traits"))
+    user_data = spec_in.get("userData")
+    spec = _prepare_spec(name, spec_in["spec"], user_data)
+    username, password = spec_in["bmcCredentials"]["username"], spec_in["bmcCredentials"]["password"]
     fernet = request.app.state.fernet
     now = time.time()
     status = hsm.initial_status(now)
@@ -122,9 +104,7 @@ def create_host(request: Request) -> Response:
 
 
 def update_host(request: Request) -> Response:
-    authorize(request, "teapot:host:update")
-    body = json_body(request)
-    _unknown(body, UPDATE_FIELDS)
+    patch = body(request)
     fernet = request.app.state.fernet
     with request.app.state.sessionmaker.begin() as session:
         row = host_db.get(session, request.path_params["ident"])
@@ -132,13 +112,13 @@ def update_host(request: Request) -> Response:
             raise ValidationError("", f"host {row.name} is being deleted")
         old_spec = row.spec
         old_user_data = fernet.decrypt(row.user_data).decode() if row.user_data else None
-        user_data = _user_data(body["userData"]) if "userData" in body else old_user_data
-        patched = merge_patch(old_spec, body.get("spec") or {})
+        user_data = patch["userData"] if "userData" in patch else old_user_data
+        patched = merge_patch(old_spec, patch.get("spec") or {})
         patched.pop("userData", None)
         spec = _prepare_spec(row.name, patched, "" if user_data is not None else None)
         credentials = None
-        if "bmcCredentials" in body:
-            username, password = host_schema.validate_credentials(body["bmcCredentials"])
+        if "bmcCredentials" in patch:
+            username, password = patch["bmcCredentials"]["username"], patch["bmcCredentials"]["password"]
             if (username, password) != (row.bmc_username, fernet.decrypt(row.bmc_password).decode()):
                 credentials = username, password
         if row.cluster_uuid and (spec != old_spec or user_data != old_user_data or credentials):
@@ -155,10 +135,10 @@ def update_host(request: Request) -> Response:
                     "spec.bmc", f"BMC details can change only while the host is not provisioned "
                                 f"(it is {row.state})")
             row.bmc_version += 1
-        if "labels" in body:
-            row.labels = _labels(body["labels"])
-        if "traits" in body:
-            row.traits = host_schema.validate_traits(body["traits"])
+        if "labels" in patch:
+            row.labels = patch["labels"] or {}
+        if "traits" in patch:
+            row.traits = host_schema.validate_traits(patch["traits"])
         row.spec = spec
         row.generation += 1
         row.next_attempt_at = 0.0
@@ -168,7 +148,6 @@ def update_host(request: Request) -> Response:
 
 
 def delete_host(request: Request) -> Response:
-    authorize(request, "teapot:host:delete")
     with request.app.state.sessionmaker.begin() as session:
         row = host_db.get(session, request.path_params["ident"])
         if row.cluster_uuid:
@@ -181,10 +160,14 @@ def delete_host(request: Request) -> Response:
         return JSONResponse(views.host(row, request.app.state.base_url(request)), status_code=202)
 
 
-ROUTES = [
-    Route("/v1/hosts", list_hosts, methods=["GET"]),
-    Route("/v1/hosts", create_host, methods=["POST"]),
-    Route("/v1/hosts/{ident}", show_host, methods=["GET"]),
-    Route("/v1/hosts/{ident}", update_host, methods=["PATCH"]),
-    Route("/v1/hosts/{ident}", delete_host, methods=["DELETE"]),
+OPERATIONS = [
+    Operation("GET", "/v1/hosts", list_hosts, "List hosts", "hosts", {200: schemas.HOST_LIST},
+              query=PAGING.query_schema(), rule="teapot:host:get_all"),
+    Operation("POST", "/v1/hosts", create_host, "Enroll a host", "hosts", {201: schemas.HOST},
+              body=schemas.CREATE, rule="teapot:host:create"),
+    Operation("GET", "/v1/hosts/{ident}", show_host, "Show a host", "hosts", {200: schemas.HOST}, rule="teapot:host:get"),
+    Operation("PATCH", "/v1/hosts/{ident}", update_host, "Change a host (JSON merge patch)", "hosts",
+              {200: schemas.HOST}, body=schemas.UPDATE, rule="teapot:host:update"),
+    Operation("DELETE", "/v1/hosts/{ident}", delete_host, "Delete a host", "hosts",
+              {202: schemas.HOST}, rule="teapot:host:delete"),
 ]
