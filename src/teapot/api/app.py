@@ -19,16 +19,18 @@ from teapot.api.auth import TokenValidator
 from teapot.api.container_infra import routes as ci_routes
 from teapot.api.errors import APIError, error_response
 from teapot.api.hosts import routes as host_routes
+from teapot.api.networks import routes as network_routes
 from teapot.api.policy import Enforcer, Forbidden
 from teapot.db import engine as db_engine
 from teapot.db.hosts import NotFound
 from teapot.db.pagination import MarkerNotFound
 from teapot.observability import api as observe
 from teapot.observability import logs
+from teapot.resources import network as nsm
 from teapot.resources.errors import ValidationError
 
 # Every operation of every API, each with its declared schemas.
-OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS]
+OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS, *network_routes.OPERATIONS]
 
 LOG = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     app.state.enforcer = Enforcer(conf)
     app.state.base_url = _base_url
     app.state.max_limit = conf.api.max_limit
+    app.state.vlan_ranges = nsm.parse_ranges(conf.network.vlan_ranges)
+    app.state.networks_enabled = conf.network.enabled
     app.state.openapi = None
     ka = conf.keystone_authtoken
     app.state.validator = validator or TokenValidator(

@@ -74,7 +74,24 @@ RULES = [
     ),
 ]
 
+NETWORK_RULES = [
+    policy.DocumentedRuleDefault(f"teapot:network:{action}", rule, summary,
+                                 [{"path": path, "method": method}])
+    for action, rule, summary, path, method in [
+        ("get_all", "rule:admin_or_reader", "List the project's tenant networks", "/v1/networks",
+         "GET"),
+        ("get", "rule:admin_or_reader", "Show a tenant network", "/v1/networks/{network}", "GET"),
+        ("get_any", "rule:admin", "See every project's networks and their VLAN ids",
+         "/v1/networks", "GET"),
+        ("create", "rule:admin_or_member", "Create a tenant network", "/v1/networks", "POST"),
+        ("delete", "rule:admin_or_member", "Delete a tenant network", "/v1/networks/{network}",
+         "DELETE"),
+    ]
+]
+RULES.extend(NETWORK_RULES)
+
 WHY = {
+    "teapot:network": "this needs the member role in the network's project (reader to read)",
     "teapot:host": "hosts are managed by cloud administrators and need the admin role",
     "container-infra:clustertemplate:publish": "only cloud administrators make public templates",
     "container-infra:quota:write": "quotas are set by cloud administrators",

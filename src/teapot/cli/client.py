@@ -49,8 +49,18 @@ class TeapotClient:
             raise TeapotError(_detail(response))
         return response.json() if response.content else None
 
+    def _list(self, path: str, key: str) -> list[dict]:
+        """Every object of a list, following its `next` links page after page."""
+        out: list[dict] = []
+        while path:
+            body = self._call("GET", path)
+            out.extend(body[key])
+            following = body.get("next")
+            path = following[following.index("/v1/") + 3:] if following else None
+        return out
+
     def list_hosts(self) -> list[dict]:
-        return self._call("GET", "/hosts")["hosts"]
+        return self._list("/hosts", "hosts")
 
     def get_host(self, ident: str) -> dict:
         return self._call("GET", f"/hosts/{ident}")
@@ -66,10 +76,22 @@ class TeapotClient:
         return self._call("DELETE", f"/hosts/{ident}")
 
     def list_hostclasses(self) -> list[dict]:
-        return self._call("GET", "/hostclasses")["hostclasses"]
+        return self._list("/hostclasses", "hostclasses")
 
     def create_hostclass(self, body: dict) -> dict:
         return self._call("POST", "/hostclasses", json=body)
 
     def delete_hostclass(self, name: str) -> None:
         self._call("DELETE", f"/hostclasses/{name}")
+
+    def list_networks(self) -> list[dict]:
+        return self._list("/networks", "networks")
+
+    def get_network(self, ident: str) -> dict:
+        return self._call("GET", f"/networks/{ident}")
+
+    def create_network(self, body: dict) -> dict:
+        return self._call("POST", "/networks", json=body)
+
+    def delete_network(self, ident: str) -> None:
+        self._call("DELETE", f"/networks/{ident}")

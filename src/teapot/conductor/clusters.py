@@ -19,8 +19,9 @@ from teapot import pki
 from teapot.conductor.hosts import Timing
 from teapot.db import clusters as cdb
 from teapot.db import leases
-from teapot.db.models import Cluster, ClusterTemplate, Host, NodeGroup
+from teapot.db.models import Cluster, ClusterTemplate, Host, Network, NodeGroup
 from teapot.drivers.bootstrap import kubeadm
+from teapot.drivers.switch import inventory
 from teapot.resources import cluster as csm
 
 LOG = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ class ClusterReconciler:
     kind = "cluster"
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
-                 management=None, readiness: str = "kubernetes"):
+                 management=None, readiness: str = "kubernetes", networks: bool = False):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        self.networks = networks  # hosts must reach the tenant VLAN before the cluster is ready
         self.readiness = readiness
         self.management = management  # a ManagementCluster when Cluster API does the work
 
@@ -71,13 +73,21 @@ class ClusterReconciler:
     def _view(self, session, row: Cluster) -> tuple[csm.ClusterView, list[NodeGroup], list[Host]]:
         groups = cdb.nodegroups(session, [row.uuid])[row.uuid]
         hosts = list(cdb.hosts_of(session, row.uuid))
+        vlan = None
+        if self.networks and row.network_uuid:
+            vlan = session.scalar(select(Network.vlan_id).where(Network.uuid == row.network_uuid))
+
+        def on_network(h: Host) -> bool:
+            return vlan is None or inventory.host_port(h.spec) is None or h.port_vlan == vlan
+
         view = csm.ClusterView(
             status=row.status, deleting=row.deleting,
             nodegroups=tuple(csm.NodeGroupView(g.name, g.role, g.node_count, g.flavor_id,
                                                tuple(g.nodes_to_remove or ())) for g in groups),
             hosts=tuple(csm.HostView(h.name, h.uuid, h.nodegroup or "", h.state,
                                      bool(h.spec.get("image")), h.status.get("errorCount", 0),
-                                     h.status.get("errorMessage", ""), h.created_at) for h in hosts))
+                                     h.status.get("errorMessage", ""), h.created_at,
+                                     on_network(h), h.port_error or "") for h in hosts))
         return view, groups, hosts
 
     def _step(self, cluster_id: int) -> bool:
@@ -117,7 +127,8 @@ class ClusterReconciler:
             return self._settle(row, groups, hosts, step, generation)
         settled = row.status in csm.SETTLED and not row.deleting and not hosts_missing(view)
         return self._save(cluster_id, generation,
-                          delay=self.timing.resync * 4 if settled else self.timing.busy)
+                          delay=self.timing.resync * 4 if settled else self.timing.busy,
+                          reason=step.reason if isinstance(step, csm.Wait) else None)
 
     # -- Cluster API ------------------------------------------------------------------------------
     def _step_capi(self, row: Cluster, groups: list[NodeGroup], generation: int) -> bool:

@@ -12,7 +12,9 @@ from sqlalchemy.orm import sessionmaker
 from teapot.db import hosts as host_db
 from teapot.db.models import Host, HostEvent
 from teapot.drivers.provisioner.base import HostTarget, Provisioner
+from teapot.drivers.switch import inventory
 from teapot.resources import host as hsm
+from teapot.resources import network as nsm
 
 LOG = logging.getLogger(__name__)
 MAX_STEPS = 8  # state changes that need no waiting are taken in one go
@@ -30,12 +32,20 @@ class HostReconciler:
     kind = "host"
 
     def __init__(self, sm: sessionmaker, provisioner: Provisioner, fernet: Fernet, owner: str,
-                 timing: Timing):
+                 timing: Timing, vlans: nsm.Vlans | None = None):
         self.sm = sm
         self.provisioner = provisioner
         self.fernet = fernet
         self.owner = owner
         self.timing = timing
+        self.vlans = vlans  # tenant networks: steps wait for the host's switch port
+
+    def _network_gate(self, row: Host, operation: str) -> str | None:
+        if self.vlans is None or inventory.host_port(row.spec) is None:
+            return None
+        wanted = nsm.port_vlan(row.state, row.cluster_uuid is not None,
+                               bool(row.spec.get("image")), None, self.vlans)
+        return nsm.gate(operation, row.port_vlan, wanted)
 
     def due(self, now: float, limit: int) -> list[int]:
         return host_db.due(self.sm, now, limit)
@@ -82,8 +92,12 @@ class HostReconciler:
             operation, outcome_text = f"-> {step.to}", "transition"
         else:
             started = now
+            waiting = self._network_gate(row, step.name)
             try:
-                outcome = getattr(self.provisioner, step.name)(self._target(row), **step.args)
+                if waiting:
+                    outcome = hsm.Outcome()  # not yet: the port reconciler moves the port first
+                else:
+                    outcome = getattr(self.provisioner, step.name)(self._target(row), **step.args)
             except Exception as e:  # a driver failure is recorded on the host, never lost
                 LOG.warning("host %s: %s failed: %s", row.name, step.name, e)
                 outcome = hsm.Outcome(error=f"{step.name} failed: {e}")

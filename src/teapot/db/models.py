@@ -34,6 +34,10 @@ class Host(Base):
     # status, written by the conductor
     state: Mapped[str] = mapped_column(String(32), index=True)
     status: Mapped[dict] = mapped_column(JSON, default=dict)
+    # the VLAN the host's switch port was last put on (None: unknown, or no switch port), and why
+    # the last move failed
+    port_vlan: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     # scheduling and leases
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
@@ -109,6 +113,7 @@ class Cluster(Base):
     lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    network_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
 
 
 class NodeGroup(Base):
@@ -145,3 +150,43 @@ class Quota(Base):
     hard_limit: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Network(Base):
+    """A tenant network: one VLAN of the top-of-rack switches, owned by one project."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    vlan_id: Mapped[int] = mapped_column(Integer, unique=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    neutron_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Switch(Base):
+    """A top-of-rack switch (from the switches file): who moves its ports now, and its last error."""
+
+    __tablename__ = "switches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)

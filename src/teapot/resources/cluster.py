@@ -38,6 +38,8 @@ class HostView:
     error_count: int = 0
     error_message: str = ""
     created_at: float = 0.0
+    on_network: bool = True  # its switch port is on the cluster's tenant VLAN (or it has none)
+    port_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,12 @@ def plan(view: ClusterView) -> Step:
     waiting = [h.name for h in view.hosts if h.state != "provisioned"]
     if waiting:
         return Wait(f"provisioning {len(waiting)} host(s)")
-    # Tenant networks (VLANs) take their place here: hosts join the project's network once
-    # provisioned, before the cluster is declared complete.
+    # Provisioned hosts join the project's network before the cluster is declared complete.
+    moving = [h for h in view.hosts if not h.on_network]
+    if moving:
+        errors = sorted({h.port_error for h in moving if h.port_error})
+        return Wait(f"moving {len(moving)} host(s) to the tenant network"
+                    + (f": {errors[0]}" if errors else ""))
     return Verify(len(view.hosts))
 
 

@@ -24,6 +24,7 @@ from teapot.api.operations import Operation, body
 from teapot.api.pagination import Paging, finish
 from teapot.api.policy import Forbidden
 from teapot.db import clusters as cdb
+from teapot.db import networks as ndb
 from teapot.db.hosts import NotFound
 from teapot.db.models import Cluster, ClusterTemplate, HostClass, HostEvent, NodeGroup, Quota
 from teapot.resources import cluster as csm
@@ -139,7 +140,7 @@ def version_v1(request: Request) -> Response:
                                         "type": "application/vnd.openstack.magnum.v1+json"}],
            "links": [{"href": f"{base}/v1/", "rel": "self"}]}
     for kind in ("clustertemplates", "clusters", "certificates", "mservices", "quotas", "stats",
-                 "hosts", "hostclasses"):
+                 "hosts", "hostclasses", "networks"):
         doc[kind] = [{"href": f"{base}/v1/{kind}/", "rel": "self"},
                      {"href": f"{base}/{kind}/", "rel": "bookmark"}]
     return _respond(request, doc)
@@ -355,6 +356,8 @@ def create_cluster(request: Request) -> Response:
         if used >= _quota_limit(session, project):
             raise APIError(403, f"cluster quota exceeded for project {project}: "
                                 f"{used} of {_quota_limit(session, project)}")
+        network = _network(request, session, project, _given(spec, "fixed_network",
+                                                             t.get("fixed_network")))
         labels = dict(t.get("labels") or {})
         if spec.get("merge_labels") or not spec.get("labels"):
             labels.update(spec.get("labels") or {})
@@ -366,6 +369,8 @@ def create_cluster(request: Request) -> Response:
         attrs = {k: _given(spec, k, t.get(k)) for k in (
             "keypair", "docker_volume_size", "discovery_url", "fixed_network", "fixed_subnet",
             "floating_ip_enabled", "master_lb_enabled")}
+        if network is not None:
+            attrs["fixed_network"] = network.uuid
         attrs.update(labels=labels, flavor_id=flavor, master_flavor_id=master_flavor,
                      create_timeout=_given(spec, "create_timeout", 60), health_status="UNKNOWN",
                      coe_version=labels.get("kube_tag", csm.DEFAULT_KUBERNETES_VERSION),
@@ -375,7 +380,8 @@ def create_cluster(request: Request) -> Response:
             cluster_template_id=template.uuid, status=csm.CREATE_IN_PROGRESS,
             status_reason="claiming hosts", attrs=attrs, ca_cert=ca.cert_pem,
             ca_key=fernet.encrypt(ca.key_pem), secrets=fernet.encrypt(json.dumps(secrets).encode()),
-            deleting=False, generation=1, next_attempt_at=0.0, lease_expires_at=0.0, created_at=now))
+            deleting=False, generation=1, next_attempt_at=0.0, lease_expires_at=0.0, created_at=now,
+            network_uuid=network.uuid if network is not None else None))
         for ng_name, role, count, ng_flavor in (("default-master", "master", masters, master_flavor),
                                                 ("default-worker", "worker", workers, flavor)):
             session.add(NodeGroup(uuid=str(uuidlib.uuid4()), name=ng_name, cluster_uuid=cluster_uuid,
@@ -384,6 +390,27 @@ def create_cluster(request: Request) -> Response:
                                   labels=labels, status=csm.CREATE_IN_PROGRESS, nodes_to_remove=[],
                                   created_at=now))
     return _respond(request, {"uuid": cluster_uuid}, 202)
+
+
+def _network(request: Request, session, project: str, ident: str | None):
+    """The tenant network a new cluster's hosts join: the one `fixed_network` names (a network of
+    the project, by name or uuid), else the project's default network, made on first use. None when
+    the cloud has no tenant networks (then fixed_network is only recorded, as Magnum does)."""
+    if not request.app.state.networks_enabled:
+        return None
+    if not ident:
+        try:
+            return ndb.default_for(session, project, request.app.state.vlan_ranges)
+        except ndb.NoFreeVlan as e:
+            raise APIError(409, f"the project's default network cannot be created: {e}") from None
+    try:
+        network = ndb.get(session, ident, project)
+    except NotFound:
+        raise ValidationError("fixed_network", f"no network {ident!r} in your project "
+                                               "(teapot network list)") from None
+    if network.deleting:
+        raise ValidationError("fixed_network", f"network {network.name} is being deleted")
+    return network
 
 
 def _touch(row: Cluster, status: str, reason: str) -> None:

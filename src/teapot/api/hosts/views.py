@@ -27,6 +27,8 @@ def host(row: Host, base_url: str) -> dict:
         # Like a BareMetalHost's consumerRef: the cluster that holds the host, if any.
         "consumer": ({"kind": "Cluster", "uuid": row.cluster_uuid, "nodegroup": row.nodegroup}
                      if row.cluster_uuid else None),
+        # Where the host's switch port is now (tenant networks), and why it did not move.
+        "network": {"vlan": row.port_vlan, "error": row.port_error},
         "deletionRequested": row.deleting,
         "generation": row.generation,
         "createdAt": _iso(row.created_at),
