@@ -25,7 +25,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.conftest import SERVICES, TEAPOT  # noqa: E402
+from tests.integration.conftest import SERVICES, TEAPOT, stop_fabric  # noqa: E402
 from tests.integration.conftest import Box as TestBox  # noqa: E402
 from tests.integration.conftest import _alive as alive
 
@@ -208,8 +208,8 @@ class Box(TestBox):
     """The integration tests' box, with what benchmarks add: timings, RSS, CPU, echoed output."""
 
     def __init__(self, state_dir: Path, hosts: int, port_base: int | None = None,
-                 echo: bool = False):
-        super().__init__(state_dir, hosts, port_base or free_base())
+                 echo: bool = False, args: tuple[str, ...] = ()):
+        super().__init__(state_dir, hosts, port_base or free_base(), args)
         self.echo = echo
         self.rss: RssSampler | None = None
         self.started_at = 0.0
@@ -228,7 +228,7 @@ class Box(TestBox):
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [TEAPOT, "up", "--state-dir", str(self.state_dir), "--hosts", str(self.hosts),
-             "--port-base", str(self.port_base)],
+             "--port-base", str(self.port_base), *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env(),
             start_new_session=True,
         )
@@ -294,4 +294,6 @@ class Box(TestBox):
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if stop_fabric(self.state_dir):
+            leftovers.append("switch")
         return {"code": code, "seconds": took, "leftovers": leftovers}

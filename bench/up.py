@@ -1,6 +1,6 @@
 """How long `teapot up` takes until its `ready:` line, from an empty state dir and from an existing one.
 
-    .venv/bin/python bench/up.py [--runs 3] [--hosts 4] [--port-base B] [--keep] [--echo]
+    .venv/bin/python bench/up.py [--runs 3] [--hosts 4] [--port-base B] [--no-switch] [--keep] [--echo]
 
 Run 1 starts from an empty state dir; after a clean stop (SIGTERM, wait for exit) the same dir is
 started again `--runs` times. Wall-clock seconds run from starting the process to reading its ready
@@ -46,6 +46,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--port-base", type=int, default=None,
                         help="first of 5 consecutive loopback ports (default: a free range)")
+    parser.add_argument("--no-switch", action="store_true",
+                        help="teapot up --no-switch: without the top-of-rack switch")
     parser.add_argument("--keep", action="store_true", help="keep the state dir for inspection")
     parser.add_argument("--echo", action="store_true", help="show teapot up's output")
     args = parser.parse_args()
@@ -56,9 +58,10 @@ def main() -> int:
           + ("  (NOT idle: timings will be noisy)" if busy > 0.3 else ""), flush=True)
     results: list[tuple[str, dict]] = []
     with state_dir(args.keep, "teapot-bench-up-") as path:
-        print(f"teapot up --hosts {args.hosts} --port-base {port_base} --state-dir {path}",
-              flush=True)
-        box = Box(path, args.hosts, port_base, echo=args.echo)
+        extra = ("--no-switch",) if args.no_switch else ()
+        print(f"teapot up --hosts {args.hosts} --port-base {port_base} --state-dir {path} "
+              + " ".join(extra), flush=True)
+        box = Box(path, args.hosts, port_base, echo=args.echo, args=extra)
         results.append(("empty dir", measure(box)))
         print(f"  empty dir: ready after {results[-1][1]['wall']:.1f} s", flush=True)
         for i in range(1, args.runs + 1):

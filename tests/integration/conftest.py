@@ -1,7 +1,8 @@
 """A real Teapot box for integration tests: `teapot up` as a subprocess on free loopback ports.
 
 The box's processes are stopped by PID when the fixture ends, also when a test failed: first
-`teapot up` itself (SIGTERM, which stops its children), then any child it left, from its pid files.
+`teapot up` itself (SIGTERM, which stops its children), then any child it left, from its pid files,
+and the box's switch (its daemons and namespaces), from what the switch recorded.
 """
 
 from __future__ import annotations
@@ -49,11 +50,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def stop_fabric(state_dir: Path) -> bool:
+    """Stop the box's switch if one is still recorded (teapot up stops it itself when it can)."""
+    from teapot.net.fabric import STATE_FILE, Fabric
+
+    if not (Path(state_dir) / "fabric" / STATE_FILE).exists():
+        return False
+    Fabric.load(state_dir).stop()
+    return True
+
+
 class Box:
-    def __init__(self, state_dir: Path, hosts: int, port_base: int | None = None):
+    def __init__(self, state_dir: Path, hosts: int, port_base: int | None = None,
+                 args: tuple[str, ...] = ()):
         self.state_dir = state_dir
         self.hosts = hosts
         self.port_base = port_base or _free_base()
+        self.args = tuple(args)  # more options of `teapot up`, e.g. ("--no-switch",)
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
 
@@ -83,7 +96,7 @@ class Box:
         self.lines = []
         self.process = subprocess.Popen(
             [TEAPOT, "up", "--state-dir", str(self.state_dir), "--hosts", str(self.hosts),
-             "--port-base", str(self.port_base)],
+             "--port-base", str(self.port_base), *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env(),
             start_new_session=True,
         )
@@ -134,6 +147,7 @@ class Box:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        stop_fabric(self.state_dir)
         return code
 
     def teapot(self, *args: str, cloud: str = "teapot-admin", check: bool = True,

@@ -23,6 +23,9 @@ class Up(Command):
                             default=float(os.environ.get("TEAPOT_MAX_RESTART_DELAY", 60)),
                             help="The longest wait before restarting a service that keeps exiting "
                                  "(default: 60, or $TEAPOT_MAX_RESTART_DELAY)")
+        parser.add_argument("--no-switch", dest="switch", action="store_false",
+                            help="Run without the top-of-rack switch (Open vSwitch): no tenant "
+                                 "networks")
         return parser
 
     def take_action(self, args):
@@ -36,6 +39,6 @@ class Up(Command):
             print(line, flush=True)
 
         code = box.run(Path(args.state_dir), args.hosts, args.port_base, say,
-                       max_restart_delay=args.max_restart_delay)
+                       max_restart_delay=args.max_restart_delay, switch=args.switch)
         if code:
             raise SystemExit(code)

@@ -10,13 +10,16 @@ Ironic's database every BMC's credentials); a second run with the same directory
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -26,6 +29,7 @@ from teapot.deploy.secrets import SecretStore, private_dir, write_private
 from teapot.deploy.service import levels
 from teapot.deploy.services import box as box_services
 from teapot.deploy.services import sushy_emulator
+from teapot.deploy.services.teapot import SWITCHES_FILE
 from teapot.deploy.supervisor import STATUS_FILE, Backoff, Supervisor
 from teapot.deploy.targets.local import (
     UMASK,
@@ -35,6 +39,8 @@ from teapot.deploy.targets.local import (
     log_tail,
     open_log,
 )
+from teapot.net import fabric as fabric_mod
+from teapot.net.fabric import Fabric, FabricError
 
 DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511,
                  "teapot-conductor": 9512}
@@ -45,8 +51,9 @@ CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
 
 class Box:
     def __init__(self, state_dir: Path, hosts: int | None = None, port_base: int | None = None,
-                 say=print):
+                 say=print, switch: bool = True):
         self.state_dir = state_dir.resolve()
+        self.switch = switch
         self.say = say
         tightened = private_dir(self.state_dir)
         if tightened:
@@ -61,12 +68,18 @@ class Box:
         self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))
         if self.hosts < 0:
             raise DeployError("--hosts must be 0 or more")
-        write_private(settings_file, yaml.safe_dump({"hosts": self.hosts, "ports": ports}))
+        # The switch keeps its prefix (and so its MAC address and port names) across runs: hosts'
+        # networkInterfaces name them.
+        self.switch_prefix = saved.get("switch_prefix") or "tp" + secrets.token_hex(3)
+        write_private(settings_file, yaml.safe_dump({"hosts": self.hosts, "ports": ports,
+                                                     "switch_prefix": self.switch_prefix}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
-                                settings={"profile": "box", "hosts": self.hosts})
+                                settings={"profile": "box", "hosts": self.hosts, "switch": switch})
         self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
         self.supervisor: Supervisor | None = None
+        self.fabric: Fabric | None = None
+        self._fabric_started: Future | None = None
 
     # -- pieces ------------------------------------------------------------------------------------
     @property
@@ -108,6 +121,83 @@ class Box:
         self.setup_identities(services)
         self.write_clouds()
 
+    # -- the switch -------------------------------------------------------------------------------
+    @property
+    def switches_file(self) -> Path:
+        return Path(self.ctx.config_path("teapot", SWITCHES_FILE))
+
+    def check_switch(self) -> None:
+        """Fail before anything starts when the switch cannot run here."""
+        missing = []
+        if not fabric_mod.OVS_SCHEMA.exists() or not shutil.which("ovs-vswitchd"):
+            missing.append("Open vSwitch (Debian package openvswitch-switch)")
+        if not Path(fabric_mod.SSHD).exists():
+            missing.append("sshd (Debian package openssh-server)")
+        if not shutil.which("ip"):
+            missing.append("ip (Debian package iproute2)")
+        if missing:
+            raise DeployError(f"the box's switch needs {' and '.join(missing)}, not installed here; "
+                              "install it (make install does) or run without a switch: "
+                              "teapot up --no-switch")
+
+    def start_fabric(self) -> Fabric:
+        """The top-of-rack switch: one port per emulated host (on the idle VLAN) and the trunk;
+        then switches.yaml, which the conductor reads when it starts. A switch that a killed run
+        left behind is stopped first."""
+        try:
+            if (self.state_dir / "fabric" / fabric_mod.STATE_FILE).exists():
+                self.say("stopping the switch a former run left behind")
+                Fabric.load(self.state_dir).stop()
+            fabric = self.fabric = Fabric(self.state_dir, prefix=self.switch_prefix)
+            fabric.start()
+            if self.hosts:
+                fabric.add_hosts(h["name"] for h in sushy_emulator.emulated_hosts(self.hosts))
+            fabric.add_trunk()
+        except (FabricError, ValueError, KeyError, TypeError) as e:
+            raise DeployError(f"switch: {e}") from None
+        switches = [{"name": fabric.name, "macAddress": fabric.mac,
+                     "device": fabric.device_config()}]
+        write_private(self.switches_file, yaml.safe_dump(switches, sort_keys=False))
+        self.say(f"switch {fabric.name} running in namespace {fabric.switch_namespace}: "
+                 f"{len(fabric.hosts)} hosts cabled, on the idle VLAN {fabric.vlans.idle}")
+        return fabric
+
+    def _wait_fabric(self) -> Fabric | None:
+        return self._fabric_started.result() if self._fabric_started else None
+
+    def stop_fabric(self) -> None:
+        if self._fabric_started is not None:
+            try:
+                self._fabric_started.result()  # never stop a switch while it starts
+            except Exception:  # noqa: BLE001 - reported by start(); whatever it left is stopped
+                pass
+        if self.fabric is not None:
+            self.fabric.stop()
+            self.fabric = None
+
+    def _network_interfaces(self, fabric: Fabric | None, host: dict) -> list[dict] | None:
+        """Where the host's NIC is cabled, as a BareMetalHost's networkInterfaces say it."""
+        if fabric is None:
+            return None
+        link = fabric.local_link_connection(host["name"])
+        return [{"macAddress": host["mac"],
+                 "switchPort": {"switchID": link["switch_id"], "portID": link["port_id"]}}]
+
+    def _recable(self, api, host: dict, interfaces: list[dict] | None) -> None:
+        """Give a host enrolled earlier the networkInterfaces of this run's switch."""
+        from teapot.cli.client import TeapotError
+
+        if interfaces is None or host["spec"].get("networkInterfaces") == interfaces:
+            return
+        if host.get("consumer"):
+            self.say(f"host {host['name']} keeps its networkInterfaces while cluster "
+                     f"{host['consumer']['uuid']} holds it")
+            return
+        try:
+            api.update_host(host["uuid"], {"spec": {"networkInterfaces": interfaces}})
+        except TeapotError as e:
+            self.say(f"host {host['name']}: its networkInterfaces could not be set: {e}")
+
     def _api(self):
         from teapot.cli.client import TeapotClient
 
@@ -115,12 +205,15 @@ class Box:
 
     def enroll(self) -> list[str]:
         api = self._api()
-        existing = {h["name"] for h in api.list_hosts()}
+        existing = {h["name"]: h for h in api.list_hosts()}
+        fabric = self._wait_fabric()
         names = []
         bmc = self.ctx.url("sushy-emulator").replace("http://", "redfish+http://")
         for i, host in enumerate(sushy_emulator.emulated_hosts(self.hosts)):
             names.append(host["name"])
+            interfaces = self._network_interfaces(fabric, host)
             if host["name"] in existing:
+                self._recable(api, existing[host["name"]], interfaces)
                 continue
             api.create_host({
                 "name": host["name"],
@@ -135,6 +228,7 @@ class Box:
                     "bmc": {"address": f"{bmc}/redfish/v1/Systems/{host['uuid']}",
                             "credentialsName": f"{host['name']}-bmc-secret"},
                     "automatedCleaningMode": "metadata",
+                    **({"networkInterfaces": interfaces} if interfaces else {}),
                 },
                 "bmcCredentials": {"username": sushy_emulator.BMC_USERNAME,
                                    "password": self.ctx.secret("bmc-password")},
@@ -176,6 +270,12 @@ class Box:
         started = time.monotonic()
         (self.state_dir / STATUS_FILE).unlink(missing_ok=True)  # a former run's
         services = box_services()
+        if self.switch:
+            # The switch starts beside everything else; the conductor and enrollment wait for it.
+            self.check_switch()
+            switch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="switch")
+            self._fabric_started = switch.submit(self.start_fabric)
+            switch.shutdown(wait=False)
         # Config files and bootstrap steps need no other service: all of them at once, then the
         # services start in dependency order.
         self.say("preparing " + ", ".join(s.name for s in services))
@@ -187,6 +287,8 @@ class Box:
         with ThreadPoolExecutor(max_workers=1) as background:
             identities = enrolled = None
             for level in levels(services):
+                if "teapot-conductor" in {s.name for s in level}:
+                    self._wait_fabric()  # the conductor reads switches.yaml when it starts
                 for service in level:
                     where = f" on {self.ctx.bind_host}:{self.ctx.port(service.name)}" if service.port else ""
                     self.say(f"starting {service.name}{where}")
@@ -215,6 +317,7 @@ class Box:
         self.target.stop_all()
         if self.supervisor is not None:
             self.supervisor.close()
+        self.stop_fabric()
 
 
 def _logging_to(path: Path, say):
@@ -229,14 +332,29 @@ def _logging_to(path: Path, say):
 
 
 def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
-        max_restart_delay: float = 60.0) -> int:
+        max_restart_delay: float = 60.0, switch: bool = True) -> int:
     if max_restart_delay <= 0:
         say("error: the longest wait between restarts must be more than 0 s")
         return 1
     previous_umask = os.umask(UMASK)  # what this process writes in the state directory is private
+    lock_fd = None
     try:
-        box = Box(state_dir, hosts, port_base, say)
+        # One `teapot up` per state directory: what a former run left (its switch) is stopped
+        # only when no other run holds the lock. The kernel releases it when this process ends.
+        lock = state_dir.resolve() / "run" / "teapot-up.lock"
+        lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"error: another teapot up is running with the state directory {state_dir}")
+            os.close(lock_fd)
+            os.umask(previous_umask)
+            return 1
+        box = Box(state_dir, hosts, port_base, say, switch=switch)
     except BaseException:
+        if lock_fd is not None:
+            os.close(lock_fd)
         os.umask(previous_umask)
         raise
     say, log_fd = _logging_to(box.state_dir / "logs" / "box.log", say)
@@ -274,4 +392,5 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
             signal.signal(sig, handler)
         say("stopped")
         os.close(log_fd)
+        os.close(lock_fd)
         os.umask(previous_umask)

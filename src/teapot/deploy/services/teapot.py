@@ -19,6 +19,7 @@ API_NAME = "teapot-api"
 CONDUCTOR_NAME = "teapot-conductor"
 SERVICE_TYPE = "teapot"
 KEY_FILE = "secret.key"
+SWITCHES_FILE = "switches.yaml"  # written by the box once its switch runs
 
 
 def _kubernetes(ctx: Context) -> bool:
@@ -31,6 +32,24 @@ def _key_file(ctx: Context) -> str:
     if _kubernetes(ctx):
         return ctx.config_path("teapot", KEY_FILE)
     return ctx.data_path("teapot", KEY_FILE)
+
+
+def _network(ctx: Context) -> dict:
+    """Tenant networks: on when the box runs its switch (`teapot up` without --no-switch)."""
+    if not ctx.settings.get("switch"):
+        return {"enabled": False}
+    from teapot.net.fabric import FabricVlans
+
+    vlans = FabricVlans()
+    return {
+        "enabled": True,
+        "switches_file": ctx.config_path("teapot", SWITCHES_FILE),
+        "vlan_ranges": ["100:3000"],
+        "idle_vlan": vlans.idle,
+        "provisioning_vlan": vlans.provisioning,
+        "cleaning_vlan": vlans.cleaning,
+        "physical_network": "physnet1",
+    }
 
 
 def teapot_conf(ctx: Context) -> str:
@@ -57,6 +76,7 @@ def teapot_conf(ctx: Context) -> str:
         # Emulated hosts run no Kubernetes: their clusters are ready once provisioned.
         "clusters": {"readiness": "provisioned" if box else "kubernetes"},
         "secrets": {"key_file": _key_file(ctx)},
+        "network": _network(ctx) if box else {},
     })
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import openstack
@@ -41,6 +42,23 @@ HARDWARE_INTERFACES = {
 }
 
 
+def local_link_connection(spec: Mapping, mac: str,
+                          switch_names: Mapping[str, str] | None = None) -> dict | None:
+    """Where the NIC with `mac` is cabled, as an Ironic port's `local_link_connection` says it,
+    from the host's networkInterfaces (Metal³'s switchPort: the switch's MAC and the port);
+    `switch_info` is the switch's name when `switch_names` (MAC -> name) knows it. None when the
+    spec does not say."""
+    for nic in spec.get("networkInterfaces") or ():
+        port = nic.get("switchPort")
+        if port and str(nic.get("macAddress", "")).lower() == mac.lower():
+            link = {"switch_id": port["switchID"].lower(), "port_id": port["portID"]}
+            name = (switch_names or {}).get(link["switch_id"])
+            if name:
+                link["switch_info"] = name
+            return link
+    return None
+
+
 def _power_on(node: Any) -> bool | None:
     if node.power_state is None:
         return None
@@ -48,8 +66,12 @@ def _power_on(node: Any) -> bool | None:
 
 
 class IronicProvisioner:
-    def __init__(self, endpoint: str, emulated_deploy: bool = False):
+    def __init__(self, endpoint: str, emulated_deploy: bool = False,
+                 switch_names: Mapping[str, str] | None = None):
         self.emulated_deploy = emulated_deploy
+        # switch MAC (lowercase) -> name, for ports' local_link_connection switch_info
+        self.switch_names = {k.lower(): v for k, v in (switch_names or {}).items()}
+        self._links: dict[str, dict] = {}  # node id -> the local_link_connection its port has
         self.conn = openstack.connection.Connection(
             auth_type="none", auth={"endpoint": endpoint}, baremetal_endpoint_override=endpoint,
             app_name="teapot",
@@ -144,6 +166,7 @@ class IronicProvisioner:
                     node, extra={**full.extra, "teapot_bmc_version": bmc_version}, **fields)
                 self._forget(host)
         self._ensure_port(node, host.spec["bootMACAddress"])
+        self._ensure_link(host, node)
         self._ensure_traits(host, node)
         state = node.provision_state
         if state == "enroll":
@@ -164,6 +187,35 @@ class IronicProvisioner:
                 self.conn.baremetal.create_port(node_uuid=node.id, address=mac, pxe_enabled=True)
             except sdk_exc.ConflictException:
                 pass  # the MAC is already registered: by an earlier attempt of ours, or another node
+
+    def _ensure_link(self, host: HostTarget, node: Any) -> None:
+        """The boot port's local_link_connection as the spec's networkInterfaces say. Ironic
+        changes it only on enrolled, inspecting or manageable nodes: otherwise the port is made
+        again (not on active nodes: they are left until they are not). A failure is tried again
+        later; it never fails the host's operation."""
+        mac = host.spec["bootMACAddress"].lower()
+        wanted = local_link_connection(host.spec, mac, self.switch_names)
+        if wanted is None or self._links.get(node.id) == wanted:
+            return
+        try:
+            for port in self.conn.baremetal.ports(node_uuid=node.id, fields=[
+                    "uuid", "address", "local_link_connection"]):
+                if port.address.lower() != mac:
+                    continue
+                if (port.local_link_connection or {}) != wanted:
+                    try:
+                        self.conn.baremetal.update_port(port, local_link_connection=wanted)
+                    except sdk_exc.ConflictException:
+                        if node.provision_state in ("active", "deploying", "wait call-back"):
+                            return
+                        self.conn.baremetal.delete_port(port, ignore_missing=True)
+                        self.conn.baremetal.create_port(node_uuid=node.id, address=mac,
+                                                        pxe_enabled=True,
+                                                        local_link_connection=wanted)
+                self._links[node.id] = wanted
+                return
+        except sdk_exc.SDKException as e:
+            LOG.warning("host %s: the port's local_link_connection was not set: %s", host.name, e)
 
     def _ensure_traits(self, host: HostTarget, node: Any) -> None:
         if sorted(node.traits or ()) != list(host.traits):
@@ -275,6 +327,7 @@ class IronicProvisioner:
         if node is None:
             return Outcome(error="the Ironic node is gone")
         self._ensure_traits(host, node)
+        self._ensure_link(host, node)
         observed = self._observed(node)
         if node.target_power_state:
             return Outcome(observed=observed)
