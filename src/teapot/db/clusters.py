@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from teapot.db import pagination
@@ -173,11 +173,14 @@ def node_counts(session: Session, project_id: str | None,
     masters = func.sum(case((NodeGroup.role == "master", NodeGroup.node_count), else_=0))
     workers = func.sum(case((NodeGroup.role != "master", NodeGroup.node_count), else_=0))
     query = select(NodeGroup.cluster_uuid, masters, workers).group_by(NodeGroup.cluster_uuid)
-    if project_id is not None:
+    params = {}
+    if project_id is not None and cluster_uuids is None:
         query = query.where(NodeGroup.project_id == project_id)
-    if cluster_uuids is not None:
-        query = query.where(NodeGroup.cluster_uuid.in_(list(cluster_uuids)))
-    return {uuid: (int(m or 0), int(w or 0)) for uuid, m, w in session.execute(query)}
+    if cluster_uuids is not None:  # (clusters the caller already found in its project)
+        # one compiled statement whatever the page's length (an expanding parameter)
+        query = query.where(NodeGroup.cluster_uuid.in_(bindparam("uuids", expanding=True)))
+        params["uuids"] = list(cluster_uuids)
+    return {uuid: (int(m or 0), int(w or 0)) for uuid, m, w in session.execute(query, params)}
 
 
 def host_class(session: Session, name: str) -> HostClass | None:
