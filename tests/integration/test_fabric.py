@@ -22,12 +22,12 @@ from teapot.drivers.switch.ngs import NgsSwitch
 from teapot.net import probe
 from teapot.net.fabric import Fabric, FabricError
 
+from . import l2
+from .l2 import ALL, NONE, N, ns, ping
+
 A, B = 100, 200  # the two tenants' VLANs
 TENANT = {"h1": A, "h2": A, "h3": B, "h4": B}
 IP = {"h1": "10.250.0.11", "h2": "10.250.0.12", "h3": "10.250.0.13", "h4": "10.250.0.14"}
-NOBODY = "10.250.0.99"  # an address no host has: ARP for it is flooded, never answered
-UNKNOWN_MAC = bytes.fromhex("02deadbeef01")
-N = 5
 
 
 @pytest.fixture(scope="module")
@@ -55,53 +55,9 @@ def switch(fabric):
         sw.close()
 
 
-def ns(fabric: Fabric, host: str) -> str:
-    trunk = fabric.trunk
-    return trunk.namespace if trunk and trunk.host == host else fabric.host(host).namespace
-
-
 def flood(fabric: Fabric, sender: str, receivers: list[str], expect: set[str],
           vlan: int | None = None) -> dict[str, dict[str, int]]:
-    """Send N broadcast, N unknown-unicast and N ARP frames from `sender` (tagged with `vlan`,
-    from the trunk) and count, per receiver, the frames of each kind that arrived."""
-    marker = b"TEAPOT" + os.urandom(8)
-    sockets = {r: probe.raw_socket(ns(fabric, r)) for r in receivers}
-    tx = probe.raw_socket(ns(fabric, sender))
-    try:
-        src = probe.interface_mac(tx)
-        frames = ([probe.probe_frame(src, probe.BROADCAST, marker, vlan)] * N
-                  + [probe.probe_frame(src, UNKNOWN_MAC, marker, vlan)] * N
-                  + [probe.arp_request(src, IP.get(sender, "10.250.0.250"), NOBODY, vlan)] * N)
-        for s in sockets.values():
-            probe.receive(s)  # drop what arrived before
-        probe.send_all(tx, frames)
-
-        def counts(seen: dict[str, list[probe.Frame]]) -> dict[str, dict[str, int]]:
-            out = {}
-            for r, got in seen.items():
-                mine = [f for f in got if f.src == src]
-                out[r] = {
-                    "broadcast": sum(f.is_probe(marker) and f.dst == probe.BROADCAST for f in mine),
-                    "unknown_unicast": sum(f.is_probe(marker) and f.dst == UNKNOWN_MAC for f in mine),
-                    "arp": sum(f.is_arp_for(NOBODY) for f in mine),
-                }
-            return out
-
-        seen = probe.collect(sockets, lambda s: all(
-            sum(c.values()) >= 3 * N for r, c in counts(s).items() if r in expect))
-        return counts(seen)
-    finally:
-        tx.close()
-        for s in sockets.values():
-            s.close()
-
-
-def ping(fabric: Fabric, host: str, ip: str) -> bool:
-    return fabric.exec_in(host, "ping", "-c", "2", "-i", "0.2", "-W", "1", ip).returncode == 0
-
-
-ALL = {"broadcast": N, "unknown_unicast": N, "arp": N}
-NONE = {"broadcast": 0, "unknown_unicast": 0, "arp": 0}
+    return l2.flood(fabric, sender, receivers, expect, vlan, IP.get(sender, "10.250.0.250"))
 
 
 def test_ports_are_on_their_tenants_vlans(fabric, switch):
