@@ -1,0 +1,169 @@
+"""Tenant networks end to end on a real box: two projects each create a cluster on their own network;
+their hosts use the SAME IP addresses, and no frame of one reaches the other; within a project,
+ping, ARP and broadcast work; a host released from a cluster is cleaned and back on the idle VLAN,
+and no longer reaches its former tenant; on the trunk, a tenant's frames carry its VLAN tag.
+Everything is configured by Teapot's conductor through networking-generic-switch, over SSH, on the
+box's Open vSwitch; the test only reads the switch and sends frames."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from teapot.deploy.keystone_setup import admin_connection, ensure_user
+from teapot.net.fabric import Fabric
+
+from . import l2
+from .conftest import Box, wait_for
+
+IMAGE = "https://images.example/ubuntu-2404-k8s.raw"
+VERSION = {"OpenStack-API-Version": "container-infra latest"}
+
+
+class Api:
+    def __init__(self, box: Box, user: str, password: str, project: str):
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        self.session = session.Session(auth=v3.Password(
+            auth_url=box.url("keystone") + "/v3", username=user, password=password,
+            project_name=project, user_domain_name="Default", project_domain_name="Default"))
+        self.base = box.url("teapot-api")
+
+    def __call__(self, method: str, path: str, expect: tuple = (200, 201, 202, 204), **kw):
+        r = httpx.request(method, self.base + path, timeout=60,
+                          headers={"X-Auth-Token": self.session.get_token(), **VERSION}, **kw)
+        assert r.status_code in expect, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+
+@pytest.fixture(scope="module")
+def net_box(tmp_path_factory):
+    box = Box(tmp_path_factory.mktemp("netbox"), hosts=4)
+    box.start()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+@pytest.fixture(scope="module")
+def apis(net_box):
+    conn = admin_connection(net_box.url("keystone") + "/v3", net_box.secret("admin-password"))
+    ensure_user(conn, "rival", "rival-test-password", "rival", ["member"])
+    return {"admin": Api(net_box, "admin", net_box.cloud_auth("teapot-admin")["password"], "admin"),
+            "demo": Api(net_box, "demo", net_box.cloud_auth("teapot-demo")["password"], "demo"),
+            "rival": Api(net_box, "rival", "rival-test-password", "rival")}
+
+
+def _cluster(api: Api, name: str, network: str, workers: int) -> str:
+    template = api("POST", "/v1/clustertemplates", json={
+        "name": f"{name}-t", "image_id": IMAGE, "flavor_id": "baremetal",
+        "labels": {"image_checksum": "12" * 32}})
+    return api("POST", "/v1/clusters", json={"name": name, "cluster_template_id": template["uuid"],
+                                              "node_count": workers, "fixed_network": network})["uuid"]
+
+
+def _complete(api: Api, uuid: str) -> dict:
+    def done():
+        c = api("GET", f"/v1/clusters/{uuid}")
+        assert c["status"] not in ("CREATE_FAILED", "UPDATE_FAILED"), c
+        return c if c["status"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE") else None
+
+    return wait_for(done, timeout=240, interval=1, what=f"cluster {uuid} complete")
+
+
+def _hosts_of(apis, cluster: str) -> list[str]:
+    return sorted(h["name"] for h in apis["admin"]("GET", "/v1/hosts")["hosts"]
+                  if (h.get("consumer") or {}).get("uuid") == cluster)
+
+
+@pytest.fixture(scope="module")
+def tenants(net_box, apis):
+    """demo's network `blue` with a 2-host cluster, rival's `red` with a 2-host cluster; in each,
+    the hosts get 10.77.0.1 and 10.77.0.2: the same subnet, the same addresses."""
+    apis["demo"]("POST", "/v1/networks", json={"name": "blue"})
+    apis["rival"]("POST", "/v1/networks", json={"name": "red"})
+    clusters = {"demo": _cluster(apis["demo"], "blue-k8s", "blue", 1),
+                "rival": _cluster(apis["rival"], "red-k8s", "red", 1)}
+    for who, uuid in clusters.items():
+        _complete(apis[who], uuid)
+    fabric = Fabric.load(net_box.state_dir)
+    hosts = {who: _hosts_of(apis, uuid) for who, uuid in clusters.items()}
+    for names in hosts.values():
+        assert len(names) == 2, hosts
+        for i, name in enumerate(names):
+            fabric.exec_in(name, "ip", "addr", "replace", f"10.77.0.{i + 1}/24", "dev", "eth0",
+                           check=True)
+    vlans = {n["name"]: n["vlan_id"] for n in apis["admin"]("GET", "/v1/networks")["networks"]}
+    return {"fabric": fabric, "clusters": clusters, "hosts": hosts, "vlans": vlans}
+
+
+def test_each_tenants_hosts_are_on_its_vlan_when_the_cluster_is_complete(tenants, apis):
+    fabric, vlans = tenants["fabric"], tenants["vlans"]
+    assert vlans["blue"] != vlans["red"]
+    for who, network in (("demo", "blue"), ("rival", "red")):
+        for host in tenants["hosts"][who]:
+            assert fabric.port_vlan(fabric.host(host).port) == vlans[network]
+            assert apis["admin"]("GET", f"/v1/hosts/{host}")["network"] == {
+                "vlan": vlans[network], "error": None}
+    assert {vlans["blue"], vlans["red"]} <= fabric.trunk_vlans()
+    # the tenant sees its network active, not its VLAN id, and not the other's network
+    mine = apis["demo"]("GET", "/v1/networks")["networks"]
+    assert [(n["name"], n["status"]) for n in mine] == [("blue", "active")]
+    assert "vlan_id" not in mine[0]
+
+
+def test_no_frame_crosses_tenants_with_the_same_addresses(tenants):
+    fabric, hosts = tenants["fabric"], tenants["hosts"]
+    everyone = hosts["demo"] + hosts["rival"]
+    for who, other in (("demo", "rival"), ("rival", "demo")):
+        sender, peer = hosts[who]
+        counts = l2.flood(fabric, sender, [h for h in everyone if h != sender], expect={peer},
+                          sender_ip="10.77.0.1")
+        assert counts[peer] == l2.ALL, counts
+        for stranger in hosts[other]:
+            assert counts[stranger] == l2.NONE, (sender, stranger, counts)
+
+
+def test_ping_and_arp_reach_only_the_own_tenant(tenants):
+    fabric, hosts = tenants["fabric"], tenants["hosts"]
+    for who, other in (("demo", "rival"), ("rival", "demo")):
+        first, second = hosts[who]
+        assert l2.ping(fabric, first, "10.77.0.2")
+        neighbour = fabric.exec_in(first, "ip", "neigh", "show", "10.77.0.2").stdout
+        assert fabric.host(second).mac in neighbour
+        assert all(fabric.host(h).mac not in neighbour for h in hosts[other])
+
+
+def test_the_trunk_carries_each_tenants_frames_tagged(tenants):
+    fabric, vlans = tenants["fabric"], tenants["vlans"]
+    assert l2.tags_on_trunk(fabric, tenants["hosts"]["demo"][0]) == [vlans["blue"]] * l2.N
+    assert l2.tags_on_trunk(fabric, tenants["hosts"]["rival"][0]) == [vlans["red"]] * l2.N
+
+
+def test_a_network_in_use_cannot_be_deleted(apis):
+    r = httpx.delete(apis["demo"].base + "/v1/networks/blue",
+                     headers={"X-Auth-Token": apis["demo"].session.get_token()})
+    assert r.status_code == 409 and "cluster blue-k8s" in r.json()["errors"][0]["detail"]
+
+
+def test_a_released_host_is_cleaned_back_to_idle_and_reaches_no_one(tenants, apis):
+    fabric, vlans = tenants["fabric"], tenants["vlans"]
+    uuid = tenants["clusters"]["demo"]
+    before = set(_hosts_of(apis, uuid))
+    apis["demo"]("POST", f"/v1/clusters/{uuid}/actions/resize", json={"node_count": 0})
+    _complete(apis["demo"], uuid)
+    (released,) = before - set(_hosts_of(apis, uuid))
+    (kept,) = before - {released}
+
+    def idle():
+        host = apis["admin"]("GET", f"/v1/hosts/{released}")
+        return host["state"] == "available" and host["network"]["vlan"] == fabric.vlans.idle
+    wait_for(idle, timeout=120, what=f"{released} cleaned and idle")
+    assert fabric.port_vlan(fabric.host(released).port) == fabric.vlans.idle
+    assert fabric.port_vlan(fabric.host(kept).port) == vlans["blue"]
+    kept_ip = fabric.exec_in(kept, "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3]
+    assert not l2.ping(fabric, released, kept_ip.split("/")[0])
+    counts = l2.flood(fabric, released, [kept] + tenants["hosts"]["rival"], expect=set())
+    assert all(c == l2.NONE for c in counts.values()), counts
