@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STATE  ?= $(CURDIR)/.teapot
 HOSTS  ?= 4
-DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitch-switch openssh-server iputils-ping
+DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitch-switch openssh-server iputils-ping mariadb-server
 
 .PHONY: install up test lint bench clean
 

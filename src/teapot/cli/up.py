@@ -26,6 +26,13 @@ class Up(Command):
         parser.add_argument("--no-switch", dest="switch", action="store_false",
                             help="Run without the top-of-rack switch (Open vSwitch): no tenant "
                                  "networks")
+        parser.add_argument("--with-neutron", dest="neutron", action="store_const", const=True,
+                            default=True if os.environ.get("TEAPOT_WITH_NEUTRON") else None,
+                            help="Also run Neutron's API (and MariaDB for it), where tenant "
+                                 "networks are shared as provider networks (remembered; default: "
+                                 "$TEAPOT_WITH_NEUTRON, or as last time, off at first)")
+        parser.add_argument("--without-neutron", dest="neutron", action="store_const",
+                            const=False, help="Run without Neutron again")
         return parser
 
     def take_action(self, args):
@@ -39,6 +46,7 @@ class Up(Command):
             print(line, flush=True)
 
         code = box.run(Path(args.state_dir), args.hosts, args.port_base, say,
-                       max_restart_delay=args.max_restart_delay, switch=args.switch)
+                       max_restart_delay=args.max_restart_delay, switch=args.switch,
+                       neutron=args.neutron)
         if code:
             raise SystemExit(code)

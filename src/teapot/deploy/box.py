@@ -44,6 +44,9 @@ from teapot.net.fabric import Fabric, FabricError
 
 DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511,
                  "teapot-conductor": 9512}
+# With Neutron (`teapot up --with-neutron`): its API and the MariaDB its migrations need (not on
+# 3306, where the machine's own MariaDB may listen).
+NEUTRON_PORTS = {"mariadb": 13306, "neutron-server": 9696}
 EMULATED_CLASS = "baremetal"  # the host class (flavor) of a box's hosts
 CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
           "teapot-demo": ("demo", "demo", "demo-password")}
@@ -51,7 +54,7 @@ CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
 
 class Box:
     def __init__(self, state_dir: Path, hosts: int | None = None, port_base: int | None = None,
-                 say=print, switch: bool = True):
+                 say=print, switch: bool = True, neutron: bool | None = None):
         self.state_dir = state_dir.resolve()
         self.switch = switch
         self.say = say
@@ -62,19 +65,23 @@ class Box:
         settings_file = self.state_dir / "box.yaml"
         saved = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
         # a state directory from before a service had a port gets its default port
-        ports = {**DEFAULT_PORTS, **(saved.get("ports") or {})}
+        ports = {**DEFAULT_PORTS, **NEUTRON_PORTS, **(saved.get("ports") or {})}
         if port_base is not None:
-            ports = {name: port_base + i for i, name in enumerate(DEFAULT_PORTS)}
+            ports = {name: port_base + i
+                     for i, name in enumerate({**DEFAULT_PORTS, **NEUTRON_PORTS})}
         self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))
         if self.hosts < 0:
             raise DeployError("--hosts must be 0 or more")
+        self.neutron = neutron if neutron is not None else bool(saved.get("neutron", False))
         # The switch keeps its prefix (and so its MAC address and port names) across runs: hosts'
         # networkInterfaces name them.
         self.switch_prefix = saved.get("switch_prefix") or "tp" + secrets.token_hex(3)
         write_private(settings_file, yaml.safe_dump({"hosts": self.hosts, "ports": ports,
-                                                     "switch_prefix": self.switch_prefix}))
+                                                     "switch_prefix": self.switch_prefix,
+                                                     "neutron": self.neutron}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
-                                settings={"profile": "box", "hosts": self.hosts, "switch": switch})
+                                settings={"profile": "box", "hosts": self.hosts, "switch": switch,
+                                          "mariadb": ["neutron"] if self.neutron else []})
         self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
         self.supervisor: Supervisor | None = None
@@ -115,6 +122,8 @@ class Box:
                 keystone_setup.register(conn, service.keystone,
                                         self.ctx.url(service.name) + service.keystone.url_path,
                                         self.ctx.secret)
+        if not self.neutron:  # a former run's Neutron leaves the catalog with it
+            keystone_setup.unregister(conn, "network", self.ctx.url("neutron-server"))
         marker.write_text(digest)
 
     def _identities(self, services) -> None:
@@ -269,7 +278,7 @@ class Box:
         services and by the hosts (enrolled until available)."""
         started = time.monotonic()
         (self.state_dir / STATUS_FILE).unlink(missing_ok=True)  # a former run's
-        services = box_services()
+        services = box_services(neutron=self.neutron)
         if self.switch:
             # The switch starts beside everything else; the conductor and enrollment wait for it.
             self.check_switch()
@@ -310,7 +319,8 @@ class Box:
     def supervise(self, backoff: Backoff | None = None) -> None:
         """Restart a child that exits, backing off one that keeps exiting, until a stop is
         requested; the health of every child is kept in run/status.json."""
-        self.supervisor = Supervisor(self.target, box_services(), self.say, backoff or Backoff())
+        self.supervisor = Supervisor(self.target, box_services(neutron=self.neutron), self.say,
+                                     backoff or Backoff())
         self.supervisor.run(self.stop_requested.wait)
 
     def stop(self) -> None:
@@ -332,7 +342,7 @@ def _logging_to(path: Path, say):
 
 
 def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
-        max_restart_delay: float = 60.0, switch: bool = True) -> int:
+        max_restart_delay: float = 60.0, switch: bool = True, neutron: bool | None = None) -> int:
     if max_restart_delay <= 0:
         say("error: the longest wait between restarts must be more than 0 s")
         return 1
@@ -351,7 +361,7 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
             os.close(lock_fd)
             os.umask(previous_umask)
             return 1
-        box = Box(state_dir, hosts, port_base, say, switch=switch)
+        box = Box(state_dir, hosts, port_base, say, switch=switch, neutron=neutron)
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)

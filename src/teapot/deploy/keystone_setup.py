@@ -55,6 +55,17 @@ def register_endpoints(conn, service_type: str, service_name: str, region: str,
             conn.identity.update_endpoint(endpoint, url=url)
 
 
+def unregister(conn, service_type: str, url: str) -> None:
+    """Remove the endpoints of `service_type` at `url`, and the catalog entry left without any."""
+    for service in list(conn.identity.services(type=service_type)):
+        endpoints = list(conn.identity.endpoints(service_id=service.id))
+        ours = [e for e in endpoints if e.url == url]
+        for endpoint in ours:
+            conn.identity.delete_endpoint(endpoint, ignore_missing=True)
+        if ours and len(ours) == len(endpoints):
+            conn.identity.delete_service(service, ignore_missing=True)
+
+
 def register(conn, reg: KeystoneRegistration, url: str, secret: Callable[[str], str]) -> None:
     for service_type, service_name in ((reg.service_type, reg.service_name), *reg.also_types):
         register_endpoints(conn, service_type, service_name, "RegionOne",

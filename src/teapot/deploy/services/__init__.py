@@ -9,10 +9,18 @@ from collections.abc import Mapping
 from teapot.deploy.service import Service, settings_key
 
 
-def box() -> list[Service]:
+def box(neutron: bool = False) -> list[Service]:
+    """What a box runs; with `neutron`, also Neutron's API and the MariaDB it needs."""
     from teapot.deploy.services import ironic, keystone, sushy_emulator, teapot
 
-    return [keystone.SERVICE, ironic.SERVICE, sushy_emulator.SERVICE, teapot.API, teapot.CONDUCTOR]
+    services = [keystone.SERVICE, ironic.SERVICE, sushy_emulator.SERVICE, teapot.API,
+                teapot.CONDUCTOR]
+    if neutron:
+        from teapot.deploy.services import mariadb
+        from teapot.deploy.services import neutron as neutron_service
+
+        services += [mariadb.SERVICE, neutron_service.box_service()]
+    return services
 
 
 def with_infrastructure(service: Service) -> Service:

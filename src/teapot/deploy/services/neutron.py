@@ -3,10 +3,16 @@ agents talk to, the periodic workers, and on every node Open vSwitch and its age
 networks between nodes, security groups in OVS flows).
 
 No DHCP, L3 or metadata agent: instances get their addresses from the config drive Nova writes.
+
+`box_service()` is Neutron as a box runs it (`teapot up --with-neutron`): the API alone, with ML2's
+VLAN type driver and no agents, where Teapot registers its tenant VLANs as provider networks. Its
+database is in the box's MariaDB (Neutron's migrations do not run on SQLite); no RabbitMQ: the
+API's notifications and RPC casts go nowhere (`transport_url = fake:/`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 from teapot.deploy import ini
@@ -33,7 +39,57 @@ OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVSDB_LOCAL = "ptcp:6640:127.0.0.1"  # the agent's default ovsdb_connection
 
 
+PHYSICAL_NETWORK = "physnet1"  # the box's provider network, toward which its switch trunks VLANs
+BOX_VLAN_RANGE = "100:3000"
+
+
+def _box(ctx: Context) -> bool:
+    return ctx.settings.get("profile") == "box"
+
+
+def physical_network(ctx: Context) -> str:
+    return str(ctx.settings.get("physical_network") or PHYSICAL_NETWORK)
+
+
+def box_neutron_conf(ctx: Context) -> str:
+    return ini.render(osp.sections(
+        {
+            "DEFAULT": {
+                "use_stderr": True,
+                "state_path": ctx.data_path(PROJECT, "state"),
+                "core_plugin": "ml2",
+                # Routers as API objects: tenants attach theirs to Teapot's networks.
+                "service_plugins": ["router"],
+                "auth_strategy": "keystone",
+                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+                "transport_url": "fake:/",
+                "enable_traditional_dhcp": False,
+                "notify_nova_on_port_status_changes": False,
+                "notify_nova_on_port_data_changes": False,
+            },
+            "database": osp.database(ctx, PROJECT),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "oslo_messaging_notifications": {"driver": "noop"},
+        },
+        {"oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT)},
+    ))
+
+
+def box_ml2_conf(ctx: Context) -> str:
+    return ini.render({
+        "ml2": {
+            "type_drivers": ["vlan"],
+            "tenant_network_types": [],  # only provider networks, made by admins (Teapot)
+            "mechanism_drivers": [],  # no agents: Teapot itself puts hosts on the VLANs
+            "extension_drivers": ["port_security"],
+        },
+        "ml2_type_vlan": {"network_vlan_ranges": f"{physical_network(ctx)}:{BOX_VLAN_RANGE}"},
+    })
+
+
 def neutron_conf(ctx: Context) -> str:
+    if _box(ctx):
+        return box_neutron_conf(ctx)
     nova = osp.enabled(ctx, "nova")
     return osp.service_conf(ctx, PROJECT, USER, {
         "DEFAULT": {
@@ -52,6 +108,8 @@ def neutron_conf(ctx: Context) -> str:
 
 
 def ml2_conf(ctx: Context) -> str:
+    if _box(ctx):
+        return box_ml2_conf(ctx)
     return ini.render({
         "ml2": {
             "type_drivers": ["flat", "vlan", "vxlan"],
@@ -189,3 +247,21 @@ OVS_AGENT_SERVICE = osp.worker(
 )
 
 SERVICES = (SERVER_SERVICE, RPC_SERVICE, PERIODIC_SERVICE, OVS_SERVICE, OVS_AGENT_SERVICE)
+
+
+def box_service() -> Service:
+    """The API as a box runs it: one uWSGI worker, its database in the box's MariaDB (whose
+    server must run before the migrations: the local target bootstraps it after MariaDB starts)."""
+    return dataclasses.replace(
+        SERVER_SERVICE,
+        description="OpenStack Networking API (Neutron, ML2 VLAN provider networks, no agents)",
+        config_files=tuple(cf for cf in _CONFIG if cf.name != "openvswitch_agent.ini"),
+        # uWSGI's http-socket closes the connection after each answer without saying so; clients
+        # that keep connections (keystoneauth) then send their next request into a closed one.
+        command=lambda ctx: osp.uwsgi(ctx, SERVER, "neutron.wsgi.api:application",
+                                      processes=1, threads=4,
+                                      extra=("--add-header", "Connection: close")),
+        depends_on=("keystone", "mariadb"),
+        messaging=False,
+        cache=False,
+    )

@@ -111,6 +111,9 @@ API = Service(
     keystone=KeystoneRegistration(
         service_type=SERVICE_TYPE, service_name="teapot", url_path="/v1",
         user="teapot", password_secret="teapot-password",
+        # admin: Teapot registers its tenant VLANs in Neutron as provider networks shared with
+        # one project by RBAC, which Neutron allows admins only.
+        roles=osp.SERVICE_ROLES,
         # The same API is Magnum's: python-magnumclient and `openstack coe` find it by this type.
         also_types=(("container-infra", "teapot-container-infra"),),
     ),

@@ -92,7 +92,15 @@ class LocalContext:
         return str(self.state_dir / "data" / service / name)
 
     def database_url(self, service: str) -> str:
+        if service in self.server_databases():
+            from teapot.deploy.services import mariadb
+
+            return mariadb.url(self, service)
         return f"sqlite:///{self.state_dir / 'data' / service / (service + '.sqlite')}"
+
+    def server_databases(self) -> list[str]:
+        """The databases kept in the box's MariaDB (`settings["mariadb"]`), not in SQLite files."""
+        return [str(db) for db in self.settings.get("mariadb") or ()]
 
     def secret(self, name: str) -> str:
         return self.secrets.get(name)
@@ -209,7 +217,9 @@ class LocalTarget:
             )
         readiness = running.service.readiness
         if readiness is None:
-            return True
+            # A server that speaks no HTTP is ready when its port takes connections.
+            return running.service.port is None or _accepts(self.ctx.bind_host,
+                                                            self.ctx.port(running.service.name))
         try:
             response = client.get(self.ctx.url(running.service.name) + readiness.path)
         except httpx.TransportError:
@@ -235,11 +245,20 @@ class LocalTarget:
 
     def prepare(self, service: Service) -> None:
         """Config files and bootstrap steps: what a service needs before it starts, and never
-        another service running."""
+        another service running, except a database server (see `launch`)."""
         self.render(service)
-        self.bootstrap(service)
+        if not self._database_in_server(service):
+            self.bootstrap(service)
+
+    def _database_in_server(self, service: Service) -> bool:
+        return service.database is not None and service.database in self.ctx.server_databases()
 
     def launch(self, service: Service) -> Running:
+        """Start a prepared service and wait until it is ready. A service whose database is in a
+        server (which it depends on, and which runs by now) bootstraps first: its migrations
+        need the server."""
+        if self._database_in_server(service):
+            self.bootstrap(service)
         running = self.start(service)
         self.wait_ready(running)
         return running
@@ -266,6 +285,14 @@ class LocalTarget:
             stop_process_group(running.process, timeout)
             self._pidfile(name).unlink(missing_ok=True)
         self.running.clear()
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
