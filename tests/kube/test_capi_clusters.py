@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 
+import kmock
 import pytest
 from cryptography.fernet import Fernet
 
@@ -14,7 +15,7 @@ from teapot import pki
 from teapot.conductor.clusters import ClusterReconciler
 from teapot.conductor.hosts import Timing
 from teapot.db import engine
-from teapot.db.models import Cluster, ClusterTemplate, HostClass, NodeGroup
+from teapot.db.models import Cluster, ClusterTemplate, HostClass, Network, NodeGroup
 from teapot.drivers.bootstrap.management import ManagementCluster
 from teapot.resources import cluster as csm
 
@@ -105,3 +106,138 @@ def test_deleting_removes_the_objects_then_the_cluster(cluster, setup):
         if _row(sm, cluster_id) is None:
             break
     assert _row(sm, cluster_id) is None
+
+
+# --- the tenant network: a HostNetworkAttachment that follows the cluster's hosts ---------------
+
+HOSTS = "metal3.io/v1alpha1/baremetalhosts"
+ATTACHMENTS = "metal3.io/v1alpha1/hostnetworkattachments"
+CLUSTER_NAME = "cluster.x-k8s.io/cluster-name"
+SWITCH = {"switchID": "02:00:00:00:00:01"}
+
+
+@pytest.fixture
+def networked(cluster, setup):
+    """The cluster on project p1's network (VLAN 321), and four BareMetalHosts for CAPM3 to pick."""
+    sm, reconciler, cluster_id, cluster_uuid = setup
+    for path, kind in ((HOSTS, "BareMetalHost"), (ATTACHMENTS, "HostNetworkAttachment")):
+        cluster.emulator.resources[path] = kmock.ResourceInfo(
+            kind=kind, namespaced=True, singular=kind.lower(),
+            verbs={"get", "list", "create", "patch", "update", "delete"})
+    network_uuid = str(uuid.uuid4())
+    with sm.begin() as session:
+        session.add(Network(uuid=network_uuid, name="default", project_id="p1", vlan_id=321,
+                            is_default=True, status="active", created_at=time.time()))
+        session.get(Cluster, cluster_id).network_uuid = network_uuid
+    nics = {
+        "host-0": [{"name": "eno1", "switchPort": {**SWITCH, "portID": "p0"}}],
+        "host-1": [{"name": "eno1"},
+                   {"macAddress": "52:54:00:00:01:02", "switchPort": {**SWITCH, "portID": "p1"}}],
+        "host-2": [{"name": "eno1", "switchPort": {**SWITCH, "portID": "p2"}}],
+        "host-3": None,  # no NIC listed and no boot MAC yet
+    }
+    for name, interfaces in nics.items():
+        spec = {"online": False}
+        if interfaces:
+            spec["networkInterfaces"] = interfaces
+        reconciler.management.kube.apply({
+            "apiVersion": "metal3.io/v1alpha1", "kind": "BareMetalHost",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec})
+    return sm, reconciler, cluster_id, cluster_uuid, network_uuid
+
+
+def _of_kind(cluster, kind):
+    return {o["metadata"]["name"]: o for o in cluster.objects() if o.get("kind") == kind}
+
+
+def _nics(cluster, host):
+    return _of_kind(cluster, "BareMetalHost")[host]["spec"].get("networkInterfaces")
+
+
+def _choose(cluster, host, capi_cluster):
+    """What CAPM3 does to a host it picks for a Machine (None: releases it, deprovisioned)."""
+    cluster.patch(HOSTS, NAMESPACE, host, {"metadata": {"labels": {CLUSTER_NAME: capi_cluster}}})
+
+
+def test_hosts_chosen_for_the_cluster_are_put_on_its_network(cluster, networked):
+    sm, reconciler, cluster_id, cluster_uuid, network_uuid = networked
+    reconciler.reconcile(cluster_id)
+    (attachment,) = _of_kind(cluster, "HostNetworkAttachment").values()
+    capi_cluster = next(iter(_of_kind(cluster, "Cluster")))
+    assert attachment["spec"] == {"mode": "access", "nativeVLAN": 321}
+    labels = attachment["metadata"]["labels"]
+    assert labels["teapot.openstack.org/cluster-uuid"] == cluster_uuid
+    assert labels["teapot.openstack.org/project-id"] == "p1"
+    assert labels["teapot.openstack.org/network-uuid"] == network_uuid
+    assert attachment["metadata"]["namespace"] == NAMESPACE
+    ref = {"name": attachment["metadata"]["name"], "namespace": NAMESPACE}
+    assert all("hostNetworkAttachment" not in nic for h in ("host-0", "host-1", "host-2")
+               for nic in _nics(cluster, h))  # no host is the cluster's yet
+
+    for host in ("host-0", "host-1", "host-3"):
+        _choose(cluster, host, capi_cluster)
+    cluster.patch("cluster.x-k8s.io/v1beta2/clusters", NAMESPACE, capi_cluster, {
+        "spec": {"controlPlaneEndpoint": {"host": "198.51.100.7", "port": 6443}},
+        "status": {"conditions": [{"type": "Available", "status": "True"}]}})
+    reconciler.reconcile(cluster_id)
+    assert _nics(cluster, "host-0") == [{"name": "eno1", "switchPort": {**SWITCH, "portID": "p0"},
+                                         "hostNetworkAttachment": ref}]
+    assert _nics(cluster, "host-1") == [
+        {"name": "eno1"},
+        {"macAddress": "52:54:00:00:01:02", "switchPort": {**SWITCH, "portID": "p1"},
+         "hostNetworkAttachment": ref}]
+    assert _nics(cluster, "host-2") == [{"name": "eno1",
+                                         "switchPort": {**SWITCH, "portID": "p2"}}]
+    # host-3 names no NIC: it cannot be put on the network, so the cluster is not complete.
+    assert _nics(cluster, "host-3") is None
+    assert _row(sm, cluster_id).status == csm.CREATE_IN_PROGRESS
+
+    cluster.patch(HOSTS, NAMESPACE, "host-3", {"spec": {"bootMACAddress": "52:54:00:00:03:01"}})
+    reconciler.reconcile(cluster_id)
+    assert _nics(cluster, "host-3") == [{"macAddress": "52:54:00:00:03:01",
+                                         "hostNetworkAttachment": ref}]
+    assert _row(sm, cluster_id).status == csm.CREATE_COMPLETE
+
+
+def test_released_hosts_leave_and_the_attachment_goes_with_the_cluster(cluster, networked):
+    sm, reconciler, cluster_id, cluster_uuid, network_uuid = networked
+    reconciler.reconcile(cluster_id)
+    (name,) = _of_kind(cluster, "HostNetworkAttachment")
+    capi_cluster = next(iter(_of_kind(cluster, "Cluster")))
+    for host in ("host-0", "host-1"):
+        _choose(cluster, host, capi_cluster)
+    reconciler.reconcile(cluster_id)
+    assert all(any("hostNetworkAttachment" in nic for nic in _nics(cluster, h))
+               for h in ("host-0", "host-1"))
+
+    _choose(cluster, "host-1", None)  # scaled down: deprovisioned and released by CAPM3
+    reconciler.reconcile(cluster_id)
+    assert _nics(cluster, "host-1") == [
+        {"name": "eno1"}, {"macAddress": "52:54:00:00:01:02",
+                           "switchPort": {**SWITCH, "portID": "p1"}}]
+    assert _nics(cluster, "host-0")[0]["hostNetworkAttachment"]["name"] == name
+
+    with sm.begin() as session:
+        row = session.get(Cluster, cluster_id)
+        row.deleting, row.status, row.next_attempt_at = True, csm.DELETE_IN_PROGRESS, 0.0
+    reconciler.reconcile(cluster_id)
+    assert not _of_kind(cluster, "Cluster")
+    # Cluster API removes what the Cluster owned ...
+    for obj in cluster.objects():
+        if obj.get("apiVersion", "").split("/")[0].endswith("cluster.x-k8s.io"):
+            reconciler.management.kube.delete(obj)
+    for _ in range(3):
+        reconciler.reconcile(cluster_id)
+    # ... but while CAPM3 has not released host-0 (deprovisioning), it keeps its network.
+    assert name in _of_kind(cluster, "HostNetworkAttachment")
+    assert _nics(cluster, "host-0")[0]["hostNetworkAttachment"]["name"] == name
+    assert _row(sm, cluster_id).status == csm.DELETE_IN_PROGRESS
+    _choose(cluster, "host-0", None)
+    for _ in range(5):
+        reconciler.reconcile(cluster_id)
+        if _row(sm, cluster_id) is None:
+            break
+    assert _row(sm, cluster_id) is None
+    assert not _of_kind(cluster, "HostNetworkAttachment")
+    assert _nics(cluster, "host-0") == [{"name": "eno1", "switchPort": {**SWITCH, "portID": "p0"}}]
+    assert len(_of_kind(cluster, "BareMetalHost")) == 4  # hosts are not the cluster's to delete

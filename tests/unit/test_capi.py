@@ -26,6 +26,8 @@ HOST_CLASSES = {
     "small": {"labels": {"teapot.openstack.org/host-class": "small"}},
     "gpu": {"labels": {"teapot.openstack.org/host-class": "gpu", "example.test/gpu": "a100"}},
 }
+NETWORK = {"uuid": "9a3e6f0c-1b2d-4c5e-8f70-112233445566", "name": "prod net (default)",
+           "vlan_id": 1234}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -148,9 +150,13 @@ def test_api_versions_are_the_crd_storage_versions():
         assert version.get("served") and version.get("storage"), (obj["kind"], obj["apiVersion"])
 
 
+@pytest.mark.parametrize("network", [None, {"uuid": "9a3e6f0c-1b2d-4c5e-8f70-112233445566",
+                                             "name": "n", "vlan_id": 4094}])
 @pytest.mark.parametrize("endpoint", [{"host": "192.0.2.10", "port": 6443}, None])
-def test_every_object_validates_against_its_crd(endpoint):
-    for obj in _render(control_plane_endpoint=endpoint):
+def test_every_object_validates_against_its_crd(endpoint, network):
+    objects = _render(control_plane_endpoint=endpoint, network=network)
+    assert len(_by_kind(objects, "HostNetworkAttachment")) == (network is not None)
+    for obj in objects:
         assert _errors(obj) == [], f"{obj['kind']} {obj['metadata']['name']}"
 
 
@@ -172,7 +178,7 @@ def test_strict_schema_rejects_misspelled_and_old_fields():
 
 def test_everything_is_namespaced_and_labelled():
     cluster = _cluster()
-    objects = _render(cluster)
+    objects = _render(cluster, network=NETWORK)
     cluster_name = _one(objects, "Cluster")["metadata"]["name"]
     for obj in objects:
         assert obj["metadata"]["namespace"] == NAMESPACE
@@ -431,3 +437,143 @@ def test_oci_image_has_no_checksum_fields():
             "url": image["url"], "diskFormat": "raw"}
     with pytest.raises(ValueError, match="oci"):
         _render(image={**image, "checksum": "a" * 64})
+
+
+# --- the tenant network -----------------------------------------------------------------------
+
+
+def _host(name: str = "host-0", **spec) -> dict:
+    return {"apiVersion": "metal3.io/v1alpha1", "kind": "BareMetalHost",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"online": False, "bootMACAddress": "52:54:00:00:00:10", **spec}}
+
+
+def test_network_becomes_an_access_attachment_that_validates():
+    objects = _render(network=NETWORK)
+    attachment = _one(objects, "HostNetworkAttachment")
+    assert objects[0] is attachment  # applied before Cluster API chooses hosts
+    assert attachment["apiVersion"] == "metal3.io/v1alpha1"
+    assert attachment["spec"] == {"mode": "access", "nativeVLAN": 1234}
+    assert _errors(attachment) == []
+    version = _crd_version(attachment["apiVersion"], attachment["kind"])
+    assert version.get("served") and version.get("storage")
+
+    meta = attachment["metadata"]
+    cluster = _one(objects, "Cluster")
+    assert meta["namespace"] == NAMESPACE
+    assert meta["name"] == cluster["metadata"]["name"] and DNS_LABEL.match(meta["name"])
+    assert meta["labels"] == {**cluster["metadata"]["labels"],
+                              "teapot.openstack.org/network-uuid": NETWORK["uuid"]}
+    assert meta["annotations"] == {"teapot.openstack.org/network-name": NETWORK["name"]}
+    # Everything else is as without a network.
+    assert [o for o in objects if o is not attachment] == _render()
+    assert _by_kind(_render(), "HostNetworkAttachment") == []
+
+
+def test_attachment_names_are_per_cluster_and_deterministic():
+    first = _render(_cluster(uuid="11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa"), network=NETWORK)
+    again = _render(_cluster(uuid="11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa"), network=NETWORK)
+    second = _render(_cluster(uuid="22222222-bbbb-4bbb-8bbb-bbbbbbbbbbbb"), network=NETWORK)
+    assert first == again
+    assert (_one(first, "HostNetworkAttachment")["metadata"]["name"]
+            != _one(second, "HostNetworkAttachment")["metadata"]["name"])
+
+
+def test_strict_schema_rejects_a_misspelled_attachment():
+    attachment = copy.deepcopy(_one(_render(network=NETWORK), "HostNetworkAttachment"))
+    attachment["spec"]["nativeVlan"] = attachment["spec"].pop("nativeVLAN")
+    errors = _errors(attachment)
+    assert any("nativeVlan" in e for e in errors) and any("nativeVLAN" in e for e in errors)
+    attachment["spec"] = {"mode": "tagged", "nativeVLAN": 5}
+    assert any("tagged" in e for e in _errors(attachment))
+
+
+@pytest.mark.parametrize("vlan", [0, 4095, "100", True, None])
+def test_bad_vlan_is_refused_naming_it(vlan):
+    with pytest.raises(ValueError, match="vlan_id"):
+        _render(network={**NETWORK, "vlan_id": vlan})
+
+
+def test_network_needs_a_uuid_that_is_a_label_value():
+    with pytest.raises(ValueError, match="uuid"):
+        _render(network={**NETWORK, "uuid": None})
+    with pytest.raises(ValueError, match="network-uuid"):
+        _render(network={**NETWORK, "uuid": "not a label value!"})
+
+
+def test_attach_points_the_cabled_nic_and_validates_against_the_host_crd():
+    attachment = _one(_render(network=NETWORK), "HostNetworkAttachment")
+    ref = {"name": attachment["metadata"]["name"], "namespace": NAMESPACE}
+    host = _host(networkInterfaces=[
+        {"name": "eno1"},
+        {"macAddress": "52:54:00:00:00:11",
+         "switchPort": {"switchID": "02:00:00:00:00:01", "portID": "p3"}},
+        {"name": "eno3", "switchPort": {"switchID": "02:00:00:00:00:01", "portID": "p4"}},
+    ])
+    before = copy.deepcopy(host)
+    interfaces = capi.attach_interfaces(host, attachment)
+    assert host == before  # a new list; the host is left alone
+    assert interfaces == [before["spec"]["networkInterfaces"][0],
+                          {**before["spec"]["networkInterfaces"][1], "hostNetworkAttachment": ref},
+                          before["spec"]["networkInterfaces"][2]]
+    attached = copy.deepcopy(host)
+    attached["spec"]["networkInterfaces"] = interfaces
+    assert _errors(attached) == []
+    assert capi.refers_to(attached, attachment) and not capi.refers_to(host, attachment)
+    assert capi.attach_interfaces(attached, attachment) == interfaces  # idempotent
+    # The reference moves to the cabled NIC if another one had it.
+    stale = copy.deepcopy(host)
+    stale["spec"]["networkInterfaces"][0]["hostNetworkAttachment"] = ref
+    assert capi.attach_interfaces(stale, attachment) == interfaces
+
+    # Another cluster's attachment on that NIC (a host released and chosen again) is replaced.
+    other = _one(_render(_cluster(uuid="22222222-bbbb-4bbb-8bbb-bbbbbbbbbbbb"), network=NETWORK),
+                 "HostNetworkAttachment")
+    moved = copy.deepcopy(attached)
+    moved["spec"]["networkInterfaces"] = capi.attach_interfaces(attached, other)
+    assert capi.refers_to(moved, other) and not capi.refers_to(moved, attachment)
+
+
+def test_attach_falls_back_to_the_first_listed_nic_then_the_boot_nic():
+    attachment = _one(_render(network=NETWORK), "HostNetworkAttachment")
+    ref = {"name": attachment["metadata"]["name"], "namespace": NAMESPACE}
+    listed = _host(networkInterfaces=[{"name": "eno1"}, {"name": "eno2"}])
+    assert capi.attach_interfaces(listed, attachment) == [
+        {"name": "eno1", "hostNetworkAttachment": ref}, {"name": "eno2"}]
+
+    boot_only = _host()
+    interfaces = capi.attach_interfaces(boot_only, attachment)
+    assert interfaces == [{"macAddress": "52:54:00:00:00:10", "hostNetworkAttachment": ref}]
+    boot_only["spec"]["networkInterfaces"] = interfaces
+    assert _errors(boot_only) == []
+
+    nothing = _host()
+    del nothing["spec"]["bootMACAddress"]
+    assert capi.attach_interfaces(nothing, attachment) is None
+
+
+def test_detach_removes_only_this_attachment():
+    attachment = _one(_render(network=NETWORK), "HostNetworkAttachment")
+    name = attachment["metadata"]["name"]
+    storage = {"name": "storage-trunk", "namespace": NAMESPACE}
+    port = {"switchID": "02:00:00:00:00:01", "portID": "p3"}
+    host = _host(networkInterfaces=[
+        {"name": "eno1", "switchPort": port, "hostNetworkAttachment": {"name": name}},
+        {"name": "eno2", "hostNetworkAttachment": storage},
+        {"macAddress": "52:54:00:00:00:10", "hostNetworkAttachment": {"name": name,
+                                                                      "namespace": NAMESPACE}},
+    ])
+    assert capi.refers_to(host, attachment)  # a reference without namespace is the host's
+    interfaces = capi.detach_interfaces(host, attachment)
+    # The cabled NIC keeps its switch port, the other attachment stays, the bare entry goes.
+    assert interfaces == [{"name": "eno1", "switchPort": port},
+                          {"name": "eno2", "hostNetworkAttachment": storage}]
+    host["spec"]["networkInterfaces"] = interfaces
+    assert not capi.refers_to(host, attachment)
+    assert _errors(host) == []
+    assert capi.detach_interfaces(host, attachment) == interfaces
+
+    elsewhere = _host(networkInterfaces=[{"name": "eno1", "hostNetworkAttachment": {
+        "name": name, "namespace": "some-other-namespace"}}])
+    assert not capi.refers_to(elsewhere, attachment)
+    assert capi.detach_interfaces(elsewhere, attachment) == elsewhere["spec"]["networkInterfaces"]

@@ -177,6 +177,13 @@ class ClusterReconciler:
                 ClusterTemplate.uuid == row.cluster_template_id)).one()
             classes = {c.name: {"labels": c.labels, "traits": c.traits or []}
                        for c in session.scalars(select(HostClass))}
+            network = None
+            if row.network_uuid:
+                net = session.scalars(select(Network).where(
+                    Network.uuid == row.network_uuid)).one_or_none()
+                if net is None:
+                    raise ValueError(f"cluster {row.name}: its network {row.network_uuid} is gone")
+                network = {"uuid": net.uuid, "name": net.name, "vlan_id": net.vlan_id}
         labels = row.attrs.get("labels") or {}
         endpoint = labels.get("control_plane_endpoint")
         host, _, port = (endpoint or "").partition(":")
@@ -188,7 +195,8 @@ class ClusterReconciler:
             classes, namespace=self.management.namespace,
             kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
             image=template_image(template),
-            control_plane_endpoint={"host": host, "port": int(port or 6443)} if host else None)
+            control_plane_endpoint={"host": host, "port": int(port or 6443)} if host else None,
+            network=network)
 
     # -- doing -----------------------------------------------------------------------------------
     def _claim(self, row: Cluster, groups: list[NodeGroup], step: csm.Claim, generation: int) -> bool:

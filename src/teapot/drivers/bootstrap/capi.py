@@ -12,6 +12,15 @@ No Metal3DataTemplate is rendered: without one the baremetal-operator writes its
 meta_data into the config drive (``name`` = BareMetalHost name, ``uuid`` = BareMetalHost UID), which
 is what ``{{ ds.meta_data.name }}`` and the ``metal3.io/uuid`` node label below rely on; CAPM3 then
 sets providerIDs from that node label (``cloudProviderEnabled: false``).
+
+The cluster's tenant network becomes a Metal³ HostNetworkAttachment (access mode, the network's
+VLAN untagged) in the cluster's namespace.  Metal³ applies an attachment to a switch port when a
+BareMetalHost's ``spec.networkInterfaces[].hostNetworkAttachment`` names it: the host's port is on
+that VLAN once the host is deployed, and Ironic puts it back on the idle VLAN when the host is
+deprovisioned.  Neither Metal3MachineTemplate nor Metal3DataTemplate can name an attachment (the
+data template's VLAN links configure the host's own interfaces, not its switch port), so the
+hosts CAPM3 picks for the cluster (labelled ``cluster.x-k8s.io/cluster-name``) are pointed at it
+by the management cluster driver, with ``attach_interfaces``/``detach_interfaces`` below.
 """
 
 from __future__ import annotations
@@ -27,12 +36,15 @@ CLUSTER_API_VERSION = "cluster.x-k8s.io/v1beta2"
 CONTROLPLANE_API_VERSION = "controlplane.cluster.x-k8s.io/v1beta2"
 BOOTSTRAP_API_VERSION = "bootstrap.cluster.x-k8s.io/v1beta2"
 INFRASTRUCTURE_API_VERSION = "infrastructure.cluster.x-k8s.io/v1beta2"
+METAL3_API_VERSION = "metal3.io/v1alpha1"
 
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 DEPLOYMENT_NAME_LABEL = "cluster.x-k8s.io/deployment-name"
 PROJECT_ID_LABEL = "teapot.openstack.org/project-id"
 CLUSTER_UUID_LABEL = "teapot.openstack.org/cluster-uuid"
 NODEGROUP_ANNOTATION = "teapot.openstack.org/nodegroup"
+NETWORK_UUID_LABEL = "teapot.openstack.org/network-uuid"
+NETWORK_NAME_ANNOTATION = "teapot.openstack.org/network-name"
 
 DEFAULT_POD_CIDR = "10.244.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
@@ -190,6 +202,84 @@ def _node_registration() -> dict:
     }
 
 
+def _vlan(network: dict) -> int:
+    vlan = network.get("vlan_id")
+    if isinstance(vlan, bool) or not isinstance(vlan, int) or not 1 <= vlan <= 4094:
+        raise ValueError(f"network {network.get('uuid')!r}: vlan_id {vlan!r} is not a VLAN id "
+                         "(1-4094)")
+    return vlan
+
+
+def _attachment_ref(attachment: dict) -> tuple[str, str]:
+    meta = attachment["metadata"]
+    return meta["name"], meta["namespace"]
+
+
+def _refers_to(nic: dict, name: str, namespace: str, host_namespace: str) -> bool:
+    ref = nic.get("hostNetworkAttachment") or {}
+    return ref.get("name") == name and (ref.get("namespace") or host_namespace) == namespace
+
+
+def attach_interfaces(host: dict, attachment: dict) -> list[dict] | None:
+    """The BareMetalHost's ``spec.networkInterfaces`` with its tenant NIC pointed at ``attachment``.
+
+    The tenant NIC is the first one cabled to a switch (``switchPort``, as Teapot's own switch
+    driver reads it), else the first one listed, else the boot NIC (``bootMACAddress``).  Other
+    NICs are left as they are.  None when the host names no NIC at all.
+    """
+    spec = host.get("spec") or {}
+    interfaces = [dict(nic) for nic in spec.get("networkInterfaces") or ()]
+    name, namespace = _attachment_ref(attachment)
+    ref = {"name": name, "namespace": namespace}
+    host_namespace = (host.get("metadata") or {}).get("namespace") or ""
+    for nic in interfaces:  # one NIC on the network: the one chosen below
+        if _refers_to(nic, name, namespace, host_namespace):
+            del nic["hostNetworkAttachment"]
+
+    def selects(nic: dict) -> bool:
+        return bool(nic.get("name") or nic.get("macAddress"))
+
+    cabled = [nic for nic in interfaces if selects(nic)
+              and (nic.get("switchPort") or {}).get("switchID")
+              and (nic.get("switchPort") or {}).get("portID")]
+    listed = [nic for nic in interfaces if selects(nic)]
+    if cabled or listed:
+        (cabled or listed)[0]["hostNetworkAttachment"] = ref
+    elif spec.get("bootMACAddress"):
+        interfaces.append({"macAddress": str(spec["bootMACAddress"]), "hostNetworkAttachment": ref})
+    else:
+        return None
+    return interfaces
+
+
+def detach_interfaces(host: dict, attachment: dict) -> list[dict]:
+    """The BareMetalHost's ``spec.networkInterfaces`` without references to ``attachment``.
+
+    A NIC entry left with nothing but its name or MAC address says nothing and is dropped.
+    """
+    spec = host.get("spec") or {}
+    host_namespace = (host.get("metadata") or {}).get("namespace") or ""
+    name, namespace = _attachment_ref(attachment)
+    out = []
+    for nic in spec.get("networkInterfaces") or ():
+        nic = dict(nic)
+        if _refers_to(nic, name, namespace, host_namespace):
+            del nic["hostNetworkAttachment"]
+            if not set(nic) - {"name", "macAddress"}:
+                continue
+        out.append(nic)
+    return out
+
+
+def refers_to(host: dict, attachment: dict) -> bool:
+    """Whether any NIC of the BareMetalHost names ``attachment``."""
+    spec = host.get("spec") or {}
+    host_namespace = (host.get("metadata") or {}).get("namespace") or ""
+    name, namespace = _attachment_ref(attachment)
+    return any(_refers_to(nic, name, namespace, host_namespace)
+               for nic in spec.get("networkInterfaces") or ())
+
+
 def _count(nodegroup: dict) -> int:
     count = nodegroup.get("node_count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -207,14 +297,17 @@ def render(
     kubernetes_version: str,
     image: dict,
     control_plane_endpoint: dict | None = None,
+    network: dict | None = None,
 ) -> list[dict]:
     """The Cluster API objects for ``cluster``, all in ``namespace``.
 
-    Order: Cluster, Metal3Cluster, the control plane's Metal3MachineTemplate,
-    KubeadmControlPlane, then per worker nodegroup (sorted by name) its Metal3MachineTemplate,
-    KubeadmConfigTemplate and MachineDeployment.  Raises ValueError on input that cannot be
-    rendered (unknown host class, not exactly one master nodegroup, an even or zero master
-    count, bad CIDRs or version, names or label values Kubernetes would reject).
+    Order: the HostNetworkAttachment of ``network`` (``uuid``, ``name``, ``vlan_id``: the
+    cluster's tenant network) if one is given, so that it exists before hosts are chosen; then
+    Cluster, Metal3Cluster, the control plane's Metal3MachineTemplate, KubeadmControlPlane, then
+    per worker nodegroup (sorted by name) its Metal3MachineTemplate, KubeadmConfigTemplate and
+    MachineDeployment.  Raises ValueError on input that cannot be rendered (unknown host class,
+    not exactly one master nodegroup, an even or zero master count, bad CIDRs or version, a
+    VLAN id out of range, names or label values Kubernetes would reject).
     """
     names = _Names(cluster["name"], cluster["uuid"])
     cluster_name = names.cluster
@@ -283,7 +376,22 @@ def render(
 
     cp_template = machine_template(master)
     kcp_name = cluster_name
-    objects: list[dict] = [
+    objects: list[dict] = []
+    if network is not None:
+        if not network.get("uuid"):
+            raise ValueError(f"network without a uuid: {network!r}")
+        attachment = meta(cluster_name)
+        attachment["labels"][NETWORK_UUID_LABEL] = _label_value(NETWORK_UUID_LABEL,
+                                                                network.get("uuid"))
+        attachment["annotations"] = {NETWORK_NAME_ANNOTATION: str(network.get("name") or "")}
+        objects.append({
+            "apiVersion": METAL3_API_VERSION,
+            "kind": "HostNetworkAttachment",
+            "metadata": attachment,
+            # The host's port carries the tenant's VLAN untagged: the host needs no VLAN setup.
+            "spec": {"mode": "access", "nativeVLAN": _vlan(network)},
+        })
+    objects += [
         {
             "apiVersion": CLUSTER_API_VERSION,
             "kind": "Cluster",
