@@ -167,3 +167,55 @@ def test_a_released_host_is_cleaned_back_to_idle_and_reaches_no_one(tenants, api
     assert not l2.ping(fabric, released, kept_ip.split("/")[0])
     counts = l2.flood(fabric, released, [kept] + tenants["hosts"]["rival"], expect=set())
     assert all(c == l2.NONE for c in counts.values()), counts
+
+
+def test_a_switch_failure_keeps_the_host_out_shows_and_converges_after_restart(net_box, tenants,
+                                                                               apis):
+    """The switch's database goes away mid-assignment: the host being added stays where it was
+    (never on a wrong VLAN), the error is on the host and on the cluster; once the switch is back
+    and the conductor restarted, the cluster completes with the host on its tenant's VLAN."""
+    import os
+    import signal
+    import subprocess
+
+    fabric, vlans = tenants["fabric"], tenants["vlans"]
+    uuid = tenants["clusters"]["rival"]
+    socket = fabric.run_dir / "db.sock"
+    away = socket.with_name("db.sock.away")
+    os.rename(socket, away)
+    try:
+        apis["rival"]("POST", f"/v1/clusters/{uuid}/actions/resize", json={"node_count": 2})
+
+        def failing():
+            held = [apis["admin"]("GET", f"/v1/hosts/{h}") for h in _hosts_of(apis, uuid)]
+            return [h for h in held if h["network"]["error"]]
+        (stuck, *_) = wait_for(failing, timeout=90, what="a switch error on the new host")
+        assert "switch" in stuck["network"]["error"]
+        assert stuck["network"]["vlan"] != vlans["red"]
+        cluster = apis["rival"]("GET", f"/v1/clusters/{uuid}")
+        assert cluster["status"] == "UPDATE_IN_PROGRESS"
+        wait_for(lambda: "switch" in apis["rival"]("GET", f"/v1/clusters/{uuid}")["status_reason"],
+                 timeout=60, what="the switch error on the cluster")
+        # the port never left the VLAN it was on (read through the moved database socket)
+        tag = subprocess.run(["ovs-vsctl", f"--db=unix:{away}", "get", "Port",
+                              fabric.host(stuck["name"]).port, "tag"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert int(tag) == fabric.vlans.idle
+    finally:
+        os.rename(away, socket)
+    os.kill(net_box.child_pids()["teapot-conductor"], signal.SIGKILL)
+    _complete(apis["rival"], uuid)
+    for host in _hosts_of(apis, uuid):
+        assert fabric.port_vlan(fabric.host(host).port) == vlans["red"]
+        assert apis["admin"]("GET", f"/v1/hosts/{host}")["network"]["error"] is None
+
+
+def test_hosts_keep_their_vlans_across_a_restart_of_the_box(net_box, tenants, apis):
+    vlans = tenants["vlans"]
+    members = {h: vlans["red"] for h in _hosts_of(apis, tenants["clusters"]["rival"])}
+    assert net_box.stop() == 0
+    net_box.start()
+    fabric = Fabric.load(net_box.state_dir)  # a new switch: it starts with every port idle
+    wait_for(lambda: all(fabric.port_vlan(fabric.host(h).port) == v for h, v in members.items()),
+             timeout=60, what="ports back on their tenant's VLAN")
+    assert vlans["red"] in fabric.trunk_vlans()

@@ -177,3 +177,19 @@ def test_vlan_ranges_parse(text, ranges):
 def test_bad_vlan_ranges_are_named(text):
     with pytest.raises(ValueError, match=text):
         nsm.parse_ranges([text])
+
+
+def test_a_cluster_waits_for_its_hosts_ports_and_says_why():
+    from dataclasses import replace
+
+    from teapot.resources import cluster as csm
+
+    group = csm.NodeGroupView("default-master", "master", 1, "bm")
+    host = csm.HostView("h0", "u0", "default-master", "provisioned", True, on_network=False,
+                        port_error="switch tor: connection refused")
+    step = csm.plan(csm.ClusterView(csm.CREATE_IN_PROGRESS, False, (group,), (host,)))
+    assert isinstance(step, csm.Wait)
+    assert "tenant network" in step.reason and "switch tor: connection refused" in step.reason
+    settled = replace(host, on_network=True, port_error="")
+    assert isinstance(csm.plan(csm.ClusterView(csm.CREATE_IN_PROGRESS, False, (group,), (settled,))),
+                      csm.Verify)

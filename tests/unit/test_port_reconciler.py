@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from teapot.conductor.hosts import Timing
 from teapot.conductor.ports import PortReconciler
 from teapot.db import networks as ndb
-from teapot.db.models import Cluster, Host, Switch
+from teapot.db.models import Cluster, Host, Network, Switch
 from teapot.drivers.switch.base import SwitchError
 from teapot.drivers.switch.inventory import SwitchEntry
 from teapot.drivers.switch.ngs import NgsSwitch
@@ -97,13 +97,17 @@ def test_every_port_goes_where_its_host_state_says_in_one_batch(sm, world, sent)
     assert plugs[-1] == "plug port p2 to network 4001" and all("port p2 " in c for c in plugs)
 
 
-def test_a_new_conductor_reapplies_every_port(sm, world, sent):
+def test_a_new_conductor_reapplies_every_vlan_and_port(sm, world, sent):
     rec, switch = _reconciler(sm)
     rec.reconcile(switch)
     sent()
+    with sm.begin() as session:  # the network's VLAN is on the switch: it is active
+        session.execute(update(Network).values(status=nsm.ACTIVE))
     fresh, _ = _reconciler(sm)  # e.g. after the box (and its switch) restarted
     fresh.reconcile(switch)
-    assert len([c for c in sent() if c.startswith("plug")]) == 3
+    commands = sent()
+    assert commands.index(f"add network {world}") < commands.index(f"plug port p2 to network {world}")
+    assert len([c for c in commands if c.startswith("plug")]) == 3
 
 
 class Broken:

@@ -5,8 +5,8 @@ configure one switch at once). A pass over a switch reads every host cabled to i
 `resources.network.port_vlan` where each belongs, and moves all the ports that are elsewhere in one
 call of the switch driver (networking-generic-switch batches them into one session). A failure is
 recorded on the switch and on each host that could not move, and retried with backoff; ports stay
-on their old VLAN, never on a wrong one. The first pass of a conductor re-applies every port, so a
-switch that lost its configuration (a restarted box) converges.
+on their old VLAN, never on a wrong one. The first pass of a conductor re-applies every network's
+VLAN and every port, so a switch that lost its configuration (a restarted box) converges.
 """
 
 from __future__ import annotations
@@ -89,7 +89,10 @@ class PortReconciler:
                     return
                 ports = wanted_ports(session, entry.mac, self.vlans)
                 errors = row.error_count
-            delay = self._apply(switch_id, entry, ports, errors)
+                tenant_vlans = [] if entry.name in self.reapplied else list(session.scalars(
+                    select(Network.vlan_id).where(Network.status == nsm.ACTIVE,
+                                                  Network.deleting.is_(False))))
+            delay = self._apply(switch_id, entry, ports, errors, tenant_vlans)
         finally:
             with self.sm.begin() as session:
                 session.execute(update(Switch).where(Switch.id == switch_id,
@@ -97,12 +100,18 @@ class PortReconciler:
                                 .values(next_attempt_at=time.time() + delay, lease_owner=None,
                                         lease_expires_at=0.0))
 
-    def _apply(self, switch_id: int, entry: inventory.SwitchEntry, ports: list, errors: int) -> float:
+    def _apply(self, switch_id: int, entry: inventory.SwitchEntry, ports: list, errors: int,
+               tenant_vlans: list[int]) -> float:
+        """Move the ports that are elsewhere; on this process's first pass over the switch, first
+        put back every active network's VLAN and then every port."""
         first = entry.name not in self.reapplied
         moves = [p for p in ports if first or p[3] != p[4]]
-        if not moves:
+        if not moves and not tenant_vlans:
+            self.reapplied.add(entry.name)
             return self.poll
         try:
+            if tenant_vlans:
+                self.driver(entry.name).add_vlans(sorted(tenant_vlans))
             self.driver(entry.name).set_many({port: wanted for _, _, port, _, wanted in moves},
                             current={port: cur for _, _, port, cur, _ in moves if cur is not None})
         except SwitchError as e:

@@ -169,15 +169,16 @@ def plan(view: ClusterView) -> Step:
     unprovisioned = tuple(h.name for h in view.hosts if not h.has_image)
     if unprovisioned:
         return Provision(unprovisioned)
+    # A switch that fails to move a host's port holds the cluster back: say so.
+    switch = sorted({h.port_error for h in view.hosts if h.port_error})
+    retrying = f" (switch: {switch[0]}; retrying)" if switch else ""
     waiting = [h.name for h in view.hosts if h.state != "provisioned"]
     if waiting:
-        return Wait(f"provisioning {len(waiting)} host(s)")
+        return Wait(f"provisioning {len(waiting)} host(s){retrying}")
     # Provisioned hosts join the project's network before the cluster is declared complete.
     moving = [h for h in view.hosts if not h.on_network]
     if moving:
-        errors = sorted({h.port_error for h in moving if h.port_error})
-        return Wait(f"moving {len(moving)} host(s) to the tenant network"
-                    + (f": {errors[0]}" if errors else ""))
+        return Wait(f"moving {len(moving)} host(s) to the tenant network{retrying}")
     return Verify(len(view.hosts))
 
 
