@@ -32,14 +32,6 @@ PHYSNET = "physnet1"
 BOX_PORTS = 7  # the five services of a box, MariaDB and Neutron
 
 
-class NeutronBox(Box):
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "TEAPOT_WITH_NEUTRON": "1"}
-
-    def neutron_url(self) -> str:
-        return f"http://127.0.0.1:{self.port_base + 6}"
-
-
 def _free_base() -> int:
     for _ in range(200):
         base = random.randrange(20000, 40000, 10)
@@ -50,7 +42,8 @@ def _free_base() -> int:
 
 @pytest.fixture(scope="module")
 def nbox(tmp_path_factory):
-    b = NeutronBox(tmp_path_factory.mktemp("neutron-box"), hosts=1, port_base=_free_base())
+    b = Box(tmp_path_factory.mktemp("neutron-box"), hosts=1, port_base=_free_base(),
+            args=("--with-neutron",))
     try:
         b.start(timeout=600)
         yield b
@@ -253,3 +246,22 @@ def test_remove_takes_the_network_and_its_rbac(nbox, networks, demo_project):
     again = networks.ensure(demo_project, name, 2009, PHYSNET)
     assert again != network_id
     assert networks.remove(name) is True
+
+
+def test_neutron_is_remembered_until_turned_off(nbox):
+    """Last: restarts the box. Without a flag it comes back with Neutron; --without-neutron
+    takes Neutron and its catalog entry away."""
+    nbox.stop()
+    nbox.args = ()
+    nbox.start(timeout=600)
+    assert "neutron-server" in nbox.child_pids() and "mariadb" in nbox.child_pids()
+    session = _session(nbox, "teapot", nbox.secret("teapot-password"), "service")
+    assert NeutronNetworks.available(session)
+
+    nbox.stop()
+    nbox.args = ("--without-neutron",)
+    nbox.start(timeout=600)
+    assert not {"neutron-server", "mariadb"} & set(nbox.child_pids())
+    session = _session(nbox, "teapot", nbox.secret("teapot-password"), "service")
+    assert not NeutronNetworks.available(session)
+    assert yaml.safe_load((nbox.state_dir / "box.yaml").read_text())["neutron"] is False
