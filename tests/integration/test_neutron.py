@@ -248,6 +248,45 @@ def test_remove_takes_the_network_and_its_rbac(nbox, networks, demo_project):
     assert networks.remove(name) is True
 
 
+def test_a_teapot_network_is_a_neutron_network_of_its_project_until_deleted(nbox, networks,
+                                                                            other_cloud):
+    """Through Teapot's API and conductor: demo's tenant network appears in demo's
+    `openstack network list` on its VLAN, attachable by a router, invisible to another project;
+    deleting it in Teapot removes it from Neutron."""
+    import httpx
+
+    from .conftest import wait_for
+
+    demo = _session(nbox, "demo", nbox.cloud_auth("teapot-demo")["password"], "demo")
+    api = nbox.url("teapot-api") + "/v1/networks"
+    headers = {"X-Auth-Token": demo.get_token()}
+    made = httpx.post(api, json={"name": "shared-with-neutron"}, headers=headers, timeout=30)
+    assert made.status_code == 201, made.text
+    network = wait_for(lambda: (n := httpx.get(f"{api}/{made.json()['uuid']}", headers=headers,
+                                                timeout=30).json())["status"] == "active" and n,
+                       timeout=120, what="the network active in Teapot and Neutron")
+    neutron_id = network["neutron_network_id"]
+    admin = _session(nbox, "admin", nbox.cloud_auth("teapot-admin")["password"], "admin")
+    vlan = httpx.get(f"{api}/{network['uuid']}", headers={"X-Auth-Token": admin.get_token()},
+                     timeout=30).json()["vlan_id"]
+    shown = cli(nbox, "teapot-admin", "network", "show", neutron_id, "-f", "json")
+    assert shown["provider:segmentation_id"] == vlan and shown["project_id"] == demo.get_project_id()
+    listed = cli(nbox, "teapot-demo", "network", "list", "-f", "json")
+    assert neutron_id in [n["ID"] for n in listed]
+    subnet = cli(nbox, "teapot-demo", "subnet", "create", "--network", neutron_id,
+                 "--subnet-range", "10.251.0.0/24", "--no-dhcp", "tp-subnet", "-f", "json")
+    router = cli(nbox, "teapot-demo", "router", "create", "tp-router", "-f", "json")
+    cli(nbox, "teapot-demo", "router", "add", "subnet", router["id"], subnet["id"])
+    theirs = cli(nbox, "other", "network", "list", "-f", "json", clouds=other_cloud)
+    assert neutron_id not in [n["ID"] for n in theirs]
+
+    assert httpx.delete(f"{api}/{network['uuid']}", headers=headers, timeout=30).status_code == 204
+    wait_for(lambda: httpx.get(f"{api}/{network['uuid']}", headers=headers,
+                               timeout=30).status_code == 404,
+             timeout=120, what="the network gone from Teapot")
+    assert _named(networks, f"teapot-{network['uuid']}") == []
+
+
 def test_neutron_is_remembered_until_turned_off(nbox):
     """Last: restarts the box. Without a flag it comes back with Neutron; --without-neutron
     takes Neutron and its catalog entry away."""
@@ -265,3 +304,4 @@ def test_neutron_is_remembered_until_turned_off(nbox):
     session = _session(nbox, "teapot", nbox.secret("teapot-password"), "service")
     assert not NeutronNetworks.available(session)
     assert yaml.safe_load((nbox.state_dir / "box.yaml").read_text())["neutron"] is False
+

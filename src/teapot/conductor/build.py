@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from oslo_config import cfg
@@ -10,7 +11,7 @@ from teapot import crypto
 from teapot.conductor.clusters import ClusterReconciler
 from teapot.conductor.hosts import HostReconciler, Timing
 from teapot.conductor.loop import Loop, default_id
-from teapot.conductor.networks import NetworkReconciler
+from teapot.conductor.networks import NetworkReconciler, NeutronRegistry
 from teapot.conductor.ports import PortReconciler
 from teapot.db import engine
 from teapot.drivers.provisioner.ironic import IronicProvisioner
@@ -19,27 +20,17 @@ from teapot.observability import conductor as status
 from teapot.observability import health
 from teapot.resources import network as nsm
 
-
-def _switch_names(conf: cfg.ConfigOpts) -> dict[str, str]:
-    """Switch MAC -> name from [network] switches_file: the switch_info of Ironic's ports."""
-    if not conf.network.enabled or not conf.network.switches_file:
-        return {}
-    import yaml
-
-    try:
-        with open(conf.network.switches_file) as f:
-            switches = yaml.safe_load(f) or []
-    except OSError:
-        return {}
-    return {str(s["macAddress"]).lower(): str(s["name"]) for s in switches
-            if isinstance(s, dict) and s.get("macAddress") and s.get("name")}
+LOG = logging.getLogger(__name__)
 
 
 def loop(conf: cfg.ConfigOpts) -> Loop:
-    c = conf.conductor
+    c, n = conf.conductor, conf.network
+    if n.enabled and not n.switches_file:
+        raise SystemExit("[network] enabled needs [network] switches_file")
+    switches = inventory.load(n.switches_file) if n.enabled else []
     sm = engine.make_sessionmaker(engine.make_engine(conf.database.connection))
     provisioner = IronicProvisioner(conf.ironic.endpoint, emulated_deploy=conf.ironic.emulated_deploy,
-                                    switch_names=_switch_names(conf))
+                                    switch_names={s.mac: s.name for s in switches})
     timing = Timing(busy=c.busy_interval, resync=c.resync_interval, lease=c.lease_seconds,
                     max_backoff=c.max_backoff)
     fernet = crypto.load_or_create_key(conf.secrets.key_file)
@@ -52,28 +43,41 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
         management = ManagementCluster(conf.clusters.management_kubeconfig,
                                        conf.clusters.management_context,
                                        conf.clusters.management_namespace)
-    n = conf.network
-    reconcilers = [hosts]
+    reconcilers: list = [hosts]
+    registry = _registry(conf)
     if n.enabled:
         vlans = nsm.Vlans(idle=n.idle_vlan, provisioning=n.provisioning_vlan, cleaning=n.cleaning_vlan)
         hosts.vlans = vlans
-        if not n.switches_file:
-            raise SystemExit("[network] enabled needs [network] switches_file")
-        ports = PortReconciler(sm, inventory.load(n.switches_file), vlans, owner, timing,
-                               poll=c.poll_interval)
-        reconcilers += [ports, NetworkReconciler(sm, ports.all_drivers, owner, timing,
-                                                 _registry(conf))]
+        ports = PortReconciler(sm, switches, vlans, owner, timing, poll=c.poll_interval)
+        reconcilers += [ports, NetworkReconciler(sm, ports.all_drivers, owner, timing, registry)]
     else:
-        # Without switches a network is only a VLAN number: it is active at once.
-        reconcilers.append(NetworkReconciler(sm, list, owner, timing, _registry(conf)))
+        # Without switches a network is a VLAN number (and a Neutron network): no ports to move.
+        reconcilers.append(NetworkReconciler(sm, list, owner, timing, registry))
     reconcilers.append(ClusterReconciler(sm, fernet, owner, timing, management,
                                          conf.clusters.readiness, networks=n.enabled))
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
 
 
-def _registry(conf: cfg.ConfigOpts):
+def _registry(conf: cfg.ConfigOpts) -> NeutronRegistry | None:
     """Neutron, when the catalog has it: tenant networks become provider networks there."""
-    return None
+    from keystoneauth1 import session
+    from keystoneauth1.identity import v3
+
+    from teapot.drivers.neutron import NeutronNetworks
+
+    ka = conf.keystone_authtoken
+    auth = v3.Password(auth_url=ka.auth_url, username=ka.username, password=ka.password,
+                       project_name=ka.project_name, user_domain_name=ka.user_domain_name,
+                       project_domain_name=ka.project_domain_name)
+    sess = session.Session(auth=auth, timeout=30)
+    try:
+        if not NeutronNetworks.available(sess):
+            return None
+    except Exception as e:  # Keystone unreachable: networks stay Teapot's own until a restart
+        LOG.warning("cannot tell whether the cloud has Neutron (%s); not registering networks", e)
+        return None
+    LOG.info("the catalog has a network service: tenant networks are registered in Neutron")
+    return NeutronRegistry(sess, conf.network.physical_network)
 
 
 def status_server(conf: cfg.ConfigOpts, loop: Loop, port: int | None = None) -> status.StatusServer | None:

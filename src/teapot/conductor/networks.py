@@ -28,6 +28,28 @@ class Registry(Protocol):
     def remove(self, network_uuid: str) -> None: ...
 
 
+class NeutronRegistry:
+    """Tenant networks as Neutron provider networks (`teapot-<network uuid>`), owned by and shared
+    with their project only; used when the catalog has a network service."""
+
+    def __init__(self, session, physical_network: str):
+        from teapot.drivers.neutron import NeutronNetworks
+
+        self.session = session
+        self.physical_network = physical_network
+        self.neutron = NeutronNetworks(session)
+
+    @staticmethod
+    def name(network_uuid: str) -> str:
+        return f"teapot-{network_uuid}"
+
+    def ensure(self, project_id: str, name: str, vlan: int, network_uuid: str) -> str:
+        return self.neutron.ensure(project_id, self.name(network_uuid), vlan, self.physical_network)
+
+    def remove(self, network_uuid: str) -> None:
+        self.neutron.remove(self.name(network_uuid))
+
+
 class NetworkReconciler:
     kind = "network"
 
