@@ -55,6 +55,11 @@ class PortReconciler:
         self.connect = connect
         self.drivers: dict = {}
         self.reapplied: set[str] = set()  # switches whose every port this process has set
+        # Drivers are made here, in the thread that builds the conductor: networking-generic-switch
+        # brings eventlet in on first use, and a worker thread that did that first can never be
+        # joined again (the conductor would not stop on SIGTERM).
+        for name in sorted(self.entries):
+            self.driver(name)
         with sm.begin() as session:
             known = set(session.scalars(select(Switch.name)))
             for name in self.entries.keys() - known:
