@@ -289,6 +289,9 @@ def main() -> int:
                         help="first of 5 consecutive loopback ports (default: a free range)")
     parser.add_argument("--keep", action="store_true", help="keep the state dir for inspection")
     parser.add_argument("--echo", action="store_true", help="show teapot up's output")
+    parser.add_argument("--no-switch", action="store_true",
+                        help="a box without its switch: clusters without tenant networks (compare)")
+    parser.add_argument("--skip-lists", action="store_true", help="only (1): cluster create/delete")
     args = parser.parse_args()
 
     hosts = 4
@@ -301,7 +304,8 @@ def main() -> int:
     walks: dict = {}
     with state_dir(args.keep, "teapot-bench-clusters-") as path:
         print(f"teapot up --hosts {hosts} --port-base {port_base} --state-dir {path}", flush=True)
-        box = Box(path, hosts, port_base, echo=args.echo)
+        box = Box(path, hosts, port_base, echo=args.echo,
+                  args=("--no-switch",) if args.no_switch else ())
         api = None
         try:
             ready = box.start(sample_rss=False)
@@ -312,16 +316,17 @@ def main() -> int:
             for i in range(1, args.runs + 1):
                 runs.append(cluster_run(api, template, hosts, i, lambda s: print(s, flush=True)))
             existing = len(api.call("GET", "/v1/clusters").json()["clusters"])
-            print(f"(2) inserting {CLUSTERS} clusters into the database "
-                  f"({existing} there already)", flush=True)
-            inserted = insert_clusters(box, api, template, CLUSTERS)
-            print(f"  inserted in {inserted:.1f} s", flush=True)
-            for path_ in ("/v1/clusters", "/v1/clusters/detail"):
-                lists.append(latency(box, api, path_, args.requests))
-                r = lists[-1]
-                print(f"  GET {path_}: median {r['median'] * 1000:.1f} ms", flush=True)
-            walks = page_walks(box, api, 50, max(1, args.requests // 20))
-            print(f"  GET /v1/clusters?limit=50, all pages: {walks['walk'] * 1000:.1f} ms", flush=True)
+            if not args.skip_lists:
+                print(f"(2) inserting {CLUSTERS} clusters into the database "
+                      f"({existing} there already)", flush=True)
+                inserted = insert_clusters(box, api, template, CLUSTERS)
+                print(f"  inserted in {inserted:.1f} s", flush=True)
+                for path_ in ("/v1/clusters", "/v1/clusters/detail"):
+                    lists.append(latency(box, api, path_, args.requests))
+                    r = lists[-1]
+                    print(f"  GET {path_}: median {r['median'] * 1000:.1f} ms", flush=True)
+                walks = page_walks(box, api, 50, max(1, args.requests // 20))
+                print(f"  GET /v1/clusters?limit=50, all pages: {walks['walk'] * 1000:.1f} ms", flush=True)
         finally:
             if api is not None:
                 api.close()
@@ -331,7 +336,8 @@ def main() -> int:
                       f"left behind {stopped['leftovers'] or 'nothing'}")
 
     print()
-    print(f"(1) cluster of 3 hosts (1 master + 2 workers), box with {hosts} hosts")
+    print(f"(1) cluster of 3 hosts (1 master + 2 workers), box with {hosts} hosts, "
+          + ("no switch (no tenant networks)" if args.no_switch else "tenant networks on the switch"))
     print(f"{'run':>4} {'POST ms':>8} {'create->complete s':>19} {'status':>16} "
           f"{'delete->gone s':>15} {'delete->hosts free s':>21}")
     for r in runs:
@@ -345,6 +351,8 @@ def main() -> int:
         print("(no goal in BENCHMARKS.md for these; compare with `teapot up`'s 4 hosts enrolled ->"
               " available: <= 10 s goal, Ironic alone 6.5 s)")
         print(f"status reasons seen while creating (run 1): {' -> '.join(runs[0]['reasons'])}")
+    if args.skip_lists:
+        return 0
     print()
     print(f"(2) GET with {CLUSTERS:,} clusters in the database, {args.requests} sequential "
           f"requests after {WARMUP} warm-up, one token, one keep-alive connection")
