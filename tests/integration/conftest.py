@@ -7,6 +7,7 @@ and the box's switch (its daemons and namespaces), from what the switch recorded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -166,15 +167,21 @@ class Box:
         return yaml.safe_load((self.state_dir / "secrets.yaml").read_text())[name]
 
 
+@contextlib.contextmanager
+def running(box: Box, **start):
+    """`box` started for the block, and stopped after it (also when the block fails)."""
+    box.start(**start)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
 @pytest.fixture(scope="session")
 def box(tmp_path_factory):
     """One box for the session, with 6 emulated hosts."""
-    b = Box(tmp_path_factory.mktemp("box"), hosts=6)
-    b.start()
-    try:
+    with running(Box(tmp_path_factory.mktemp("box"), hosts=6)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture

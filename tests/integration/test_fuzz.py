@@ -22,7 +22,7 @@ from keystoneauth1.identity import v3
 
 from teapot.api.app import OPERATIONS
 
-from .conftest import Box, wait_for
+from .conftest import Box, running, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ST = str(Path(sys.executable).parent / "st")
@@ -40,12 +40,8 @@ def _session(box: Box, cloud: str) -> session.Session:
 
 @pytest.fixture(scope="module")
 def fuzz_box(tmp_path_factory):
-    box = Box(tmp_path_factory.mktemp("fuzzbox"), hosts=2)
-    box.start()
-    try:
+    with running(Box(tmp_path_factory.mktemp("fuzzbox"), hosts=2)) as box:
         yield box
-    finally:
-        box.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,13 @@ import httpx
 import psutil
 import pytest
 
-from .conftest import TEAPOT, Box, _alive
+from .conftest import TEAPOT, Box, _alive, running
 
 
 @pytest.fixture(scope="module")
 def small_box(tmp_path_factory):
-    b = Box(tmp_path_factory.mktemp("lifecycle"), hosts=2)
-    b.start()
-    try:
+    with running(Box(tmp_path_factory.mktemp("lifecycle"), hosts=2)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 def _admin_user_id(box) -> str:

@@ -21,7 +21,7 @@ from keystoneauth1.identity import v3
 from magnumclient import exceptions as mexc
 from magnumclient.v1 import client as mclient
 
-from .conftest import TEAPOT, Box, _alive, wait_for
+from .conftest import TEAPOT, Box, _alive, running, wait_for
 
 KILLS = 10
 MAX_DELAY = 3  # seconds, the box's cap on the wait between restarts
@@ -34,12 +34,8 @@ class _Box(Box):
 
 @pytest.fixture(scope="module")
 def sup_box(tmp_path_factory):
-    b = _Box(tmp_path_factory.mktemp("supervision"), hosts=3)
-    b.start()
-    try:
+    with running(_Box(tmp_path_factory.mktemp("supervision"), hosts=3)) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from teapot.deploy.keystone_setup import admin_connection, ensure_user
 from teapot.net.fabric import Fabric
 
 from . import l2
-from .conftest import Box, wait_for
+from .conftest import Box, running, wait_for
 
 IMAGE = "https://images.example/ubuntu-2404-k8s.raw"
 VERSION = {"OpenStack-API-Version": "container-infra latest"}
@@ -39,12 +39,8 @@ class Api:
 
 @pytest.fixture(scope="module")
 def net_box(tmp_path_factory):
-    box = Box(tmp_path_factory.mktemp("netbox"), hosts=4)
-    box.start()
-    try:
+    with running(Box(tmp_path_factory.mktemp("netbox"), hosts=4)) as box:
         yield box
-    finally:
-        box.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,23 @@ def db_url(tmp_path) -> str:
 
 
 @pytest.fixture
+def sent(caplog):
+    """The commands networking-generic-switch's `netmiko_fake` device received, in order (it
+    logs each instead of opening SSH); each call returns those since the last."""
+    import logging
+
+    logger = "networking_generic_switch.devices.netmiko_devices.fake"
+    caplog.set_level(logging.INFO, logger=logger)
+
+    def commands() -> list[str]:
+        out = [r.getMessage() for r in caplog.records if r.name == logger]
+        caplog.clear()
+        return out
+
+    return commands
+
+
+@pytest.fixture
 def sm(db_url):
     engine = make_engine(db_url)
     yield make_sessionmaker(engine)

@@ -4,7 +4,6 @@ that lost its configuration converges); failures are recorded on the host and re
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
@@ -21,7 +20,6 @@ from teapot.drivers.switch.ngs import NgsSwitch
 from teapot.resources import network as nsm
 from tests.unit.rows import host_row
 
-FAKE_LOGGER = "networking_generic_switch.devices.netmiko_devices.fake"
 VLANS = nsm.Vlans(idle=3999, provisioning=4000, cleaning=4001)
 TOR = SwitchEntry("tor", "02:00:00:00:00:01", {"device_type": "netmiko_fake",
                                                "ngs_port_default_vlan": "3999"})
@@ -54,16 +52,6 @@ def world(sm):
     return net.vlan_id
 
 
-@pytest.fixture
-def sent(caplog):
-    caplog.set_level(logging.INFO, logger=FAKE_LOGGER)
-
-    def commands() -> list[str]:
-        out = [r.getMessage() for r in caplog.records if r.name == FAKE_LOGGER]
-        caplog.clear()
-        return out
-
-    return commands
 
 
 def _ports(sm) -> dict:

@@ -16,7 +16,6 @@ from teapot.drivers.switch.ngs import (
     validate_device,
 )
 
-FAKE_LOGGER = "networking_generic_switch.devices.netmiko_devices.fake"
 IDLE = 3999
 
 
@@ -24,17 +23,6 @@ def fake(**extra) -> dict:
     return {"device_type": "netmiko_fake", "ngs_port_default_vlan": IDLE, **extra}
 
 
-@pytest.fixture
-def sent(caplog):
-    """The commands the fake switch received, in order."""
-    caplog.set_level(logging.INFO, logger=FAKE_LOGGER)
-
-    def commands() -> list[str]:
-        out = [r.getMessage() for r in caplog.records if r.name == FAKE_LOGGER]
-        caplog.clear()
-        return out
-
-    return commands
 
 
 def test_many_ports_go_in_one_session(sent):
