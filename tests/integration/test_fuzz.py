@@ -1,7 +1,7 @@
 """Schemathesis against the served OpenAPI document of a real box, with real Keystone tokens.
 
 Every operation is fuzzed as admin and as a member of the demo project, with real objects to aim
-at (a template, a settled cluster, its node group, a quota, a host). The run fails on any 5xx, any
+at (a template, a settled cluster, its node group, a quota, a network, a host). The run fails on any 5xx, any
 response or status code its operation does not declare, and any refused write that changed the
 database (the conductor is paused meanwhile, so only the API writes; see fuzz_hooks.py).
 """
@@ -65,6 +65,7 @@ def targets(fuzz_box):
     post("admin", "/v1/quotas", {"project_id": demo.get_project_id(), "resource": "Cluster",
                                  "hard_limit": 5})
     post("admin", "/v1/hostclasses", {"name": "fuzz-class", "labels": {"fuzz": "yes"}})
+    network = post("demo", "/v1/networks", {"name": "fuzz-net"})
 
     def settled():
         r = httpx.get(f"{api}/v1/clusters/{cluster['uuid']}",
@@ -73,7 +74,7 @@ def targets(fuzz_box):
 
     wait_for(settled, timeout=180, what="the fuzz target cluster")
     return {"tokens": tokens, "template": template["uuid"], "cluster": cluster["uuid"],
-            "project": demo.get_project_id()}
+            "project": demo.get_project_id(), "network": network["uuid"]}
 
 
 def _config(path: Path, t: dict) -> Path:
@@ -98,6 +99,11 @@ parameters = {{ "ident" = "{t['cluster']}", "ng" = "default-worker" }}
 include-path-regex = "^/v1/quotas/"
 include-method = {keep}
 parameters = {{ "project" = "{t['project']}", "resource" = "Cluster" }}
+
+[[operations]]
+include-path-regex = "^/v1/networks/"
+include-method = {keep}
+parameters = {{ "ident" = "{t['network']}" }}
 
 [[operations]]
 include-path-regex = "^/v1/hosts/"
