@@ -54,7 +54,8 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
         # Without switches a network is a VLAN number (and a Neutron network): no ports to move.
         reconcilers.append(NetworkReconciler(sm, list, owner, timing, registry))
     reconcilers.append(ClusterReconciler(sm, fernet, owner, timing, management,
-                                         conf.clusters.readiness, networks=n.enabled))
+                                         conf.clusters.readiness, networks=n.enabled,
+                                         identity=_identity(conf)))
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
 
 
@@ -78,6 +79,24 @@ def _registry(conf: cfg.ConfigOpts) -> NeutronRegistry | None:
         return None
     LOG.info("the catalog has a network service: tenant networks are registered in Neutron")
     return NeutronRegistry(sess, conf.network.physical_network)
+
+
+def _identity(conf: cfg.ConfigOpts):
+    """Clusters' storage credentials in Keystone, made as Teapot's service user; the project
+    users' passwords are derived from the secrets key file (nothing more is stored)."""
+    from pathlib import Path
+
+    from keystoneauth1 import session
+    from keystoneauth1.identity import v3
+
+    from teapot.drivers.identity import KeystoneCredentials
+
+    ka = conf.keystone_authtoken
+    auth = v3.Password(auth_url=ka.auth_url, username=ka.username, password=ka.password,
+                       project_name=ka.project_name, user_domain_name=ka.user_domain_name,
+                       project_domain_name=ka.project_domain_name)
+    return KeystoneCredentials(session.Session(auth=auth, timeout=30), ka.auth_url,
+                               Path(conf.secrets.key_file).read_bytes())
 
 
 def status_server(conf: cfg.ConfigOpts, loop: Loop, port: int | None = None) -> status.StatusServer | None:

@@ -23,6 +23,7 @@ from teapot.db.models import Cluster, ClusterTemplate, Host, Network, NodeGroup
 from teapot.drivers.bootstrap import kubeadm
 from teapot.drivers.switch import inventory
 from teapot.resources import cluster as csm
+from teapot.resources import storage
 
 LOG = logging.getLogger(__name__)
 ADDRESS_LABEL = "teapot.openstack.org/address"
@@ -47,8 +48,10 @@ class ClusterReconciler:
     kind = "cluster"
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
-                 management=None, readiness: str = "kubernetes", networks: bool = False):
+                 management=None, readiness: str = "kubernetes", networks: bool = False,
+                 identity=None):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        self.identity = identity  # a drivers.identity.KeystoneCredentials: storage credentials
         self.networks = networks  # hosts must reach the tenant VLAN before the cluster is ready
         self.readiness = readiness
         self.management = management  # a ManagementCluster when Cluster API does the work
@@ -81,6 +84,7 @@ class ClusterReconciler:
             return vlan is None or inventory.host_port(h.spec) is None or h.port_vlan == vlan
 
         view = csm.ClusterView(
+            **credential_fields(row.attrs),
             status=row.status, deleting=row.deleting,
             nodegroups=tuple(csm.NodeGroupView(g.name, g.role, g.node_count, g.flavor_id,
                                                tuple(g.nodes_to_remove or ())) for g in groups),
@@ -108,6 +112,10 @@ class ClusterReconciler:
                                                       Cluster.lease_owner == self.owner))
             LOG.info("cluster %s deleted", row.name)
             return False
+        if isinstance(step, csm.MakeCredentials):
+            return self._make_credentials(row, step, generation)
+        if isinstance(step, csm.DeleteCredentials):
+            return self._delete_credentials(row, step, generation)
         if isinstance(step, csm.Claim):
             return self._claim(row, groups, step, generation)
         if isinstance(step, csm.Provision):
@@ -134,7 +142,14 @@ class ClusterReconciler:
     def _step_capi(self, row: Cluster, groups: list[NodeGroup], generation: int) -> bool:
         observed = self.management.observe(row.uuid)
         step = csm.plan_capi(row.status, row.deleting, generation,
-                             row.attrs.get("applied_generation", 0), observed)
+                             row.attrs.get("applied_generation", 0), observed,
+                             csm.ClusterView(row.status, row.deleting, (), (),
+                                             **credential_fields(row.attrs)),
+                             row.attrs.get("applied_rotation", 0))
+        if isinstance(step, csm.MakeCredentials):
+            return self._make_credentials(row, step, generation)
+        if isinstance(step, csm.DeleteCredentials):
+            return self._delete_credentials(row, step, generation)
         if isinstance(step, csm.Gone):
             with self.sm.begin() as session:
                 session.execute(delete(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid))
@@ -146,9 +161,11 @@ class ClusterReconciler:
             return self._save(row.id, generation, delay=self.timing.busy)
         if isinstance(step, csm.ApplyObjects):
             self.management.apply(self._capi_objects(row, groups))
+            made = (row.attrs.get("credentials") or {}).get("rotation", 0)
             with self.sm.begin() as session:
                 current = session.get(Cluster, row.id)
-                current.attrs = {**current.attrs, "applied_generation": generation}
+                current.attrs = {**current.attrs, "applied_generation": generation,
+                                 "applied_rotation": made}
             return self._save(row.id, generation, delay=self.timing.busy,
                               reason="Cluster API objects applied")
         if isinstance(step, csm.Settle):
@@ -197,6 +214,99 @@ class ClusterReconciler:
             image=template_image(template),
             control_plane_endpoint={"host": host, "port": int(port or 6443)} if host else None,
             network=network)
+
+    # -- storage credentials ---------------------------------------------------------------------
+    def _credential_failed(self, row: Cluster, generation: int, error: Exception) -> bool:
+        """Keystone failed: record why, show it in status_reason, retry with a growing delay."""
+        failures = row.attrs.get("credential_failures", 0) + 1
+        delay = min(self.timing.max_backoff, self.timing.busy * 2 ** min(failures, 20))
+        message = str(error)
+        LOG.warning("cluster %s: storage credentials: %s (retry %d in %.0f s)", row.name, message,
+                    failures, delay)
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            current.attrs = {**current.attrs, "credential_failures": failures,
+                             "credential_error": message}
+        return self._save(row.id, generation, delay=delay,
+                          reason=f"storage credentials: {message}; retrying in {delay:.0f} s")
+
+    def _make_credentials(self, row: Cluster, step: csm.MakeCredentials, generation: int) -> bool:
+        from teapot.drivers.identity import IdentityError
+
+        if self.identity is None:
+            return self._credential_failed(row, generation, IdentityError(
+                "this conductor has no Keystone identity driver"))
+        kinds = tuple(row.attrs.get("storage_kinds") or ())
+        try:
+            made = self.identity.create(row.project_id, row.uuid, step.rotation,
+                                        storage.access_rules(kinds), ec2=storage.OBJECT in kinds)
+        except IdentityError as e:
+            return self._credential_failed(row, generation, e)
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                lost = True
+            else:
+                lost = False
+                secrets = json.loads(self.fernet.decrypt(current.secrets))
+                secrets["storage"] = {
+                    "application_credential_id": made.application_credential_id,
+                    "application_credential_secret": made.application_credential_secret,
+                    "ec2_access": made.ec2_access, "ec2_secret": made.ec2_secret}
+                current.secrets = self.fernet.encrypt(json.dumps(secrets).encode())
+                attrs = dict(current.attrs)
+                old = attrs.get("credentials")
+                stale = list(attrs.get("stale_credentials") or [])
+                if old:
+                    stale.append({k: old.get(k) for k in
+                                  ("user_id", "application_credential_id", "ec2_access")})
+                attrs.update(credentials={**made.public(), "rotation": step.rotation},
+                             stale_credentials=stale, credential_failures=0, credential_error="",
+                             credentials_swept=False)
+                current.attrs = attrs
+                current.updated_at = time.time()
+        if lost:  # another conductor took the cluster: this credential is nobody's
+            self.identity.delete(made.user_id, made.application_credential_id, made.ec2_access)
+            return False
+        LOG.info("cluster %s: storage credential %s made (rotation %d)", row.name,
+                 made.application_credential_id, step.rotation)
+        return self._save(row.id, generation, delay=0.0, reason="storage credentials made")
+
+    def _delete_credentials(self, row: Cluster, step: csm.DeleteCredentials,
+                            generation: int) -> bool:
+        from teapot.drivers.identity import IdentityError
+
+        if self.identity is None:
+            return self._credential_failed(row, generation, IdentityError(
+                "this conductor has no Keystone identity driver"))
+        try:
+            for old in row.attrs.get("stale_credentials") or []:
+                self.identity.delete(old["user_id"], old["application_credential_id"],
+                                     old.get("ec2_access"))
+            if not step.stale_only:
+                current = row.attrs.get("credentials")
+                if current:
+                    self.identity.delete(current["user_id"], current["application_credential_id"],
+                                         current.get("ec2_access"))
+                self.identity.delete_cluster(row.project_id, row.uuid)
+        except IdentityError as e:
+            return self._credential_failed(row, generation, e)
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            attrs = {**current.attrs, "stale_credentials": [], "credential_failures": 0,
+                     "credential_error": ""}
+            if not step.stale_only:
+                attrs.update(credentials=None, credentials_swept=True)
+                secrets = json.loads(self.fernet.decrypt(current.secrets))
+                secrets.pop("storage", None)
+                current.secrets = self.fernet.encrypt(json.dumps(secrets).encode())
+            current.attrs = attrs
+        return self._save(row.id, generation, delay=0.0,
+                          reason=None if step.stale_only else "storage credentials deleted")
 
     # -- doing -----------------------------------------------------------------------------------
     def _claim(self, row: Cluster, groups: list[NodeGroup], step: csm.Claim, generation: int) -> bool:
@@ -317,6 +427,16 @@ class ClusterReconciler:
             current.next_attempt_at = 0.0 if current.generation != generation else time.time() + delay
             current.lease_expires_at = time.time() + self.timing.lease
         return delay == 0.0
+
+
+def credential_fields(attrs: dict) -> dict:
+    """The credential fields of a cluster's state-machine view, from its attributes."""
+    made = attrs.get("credentials") or {}
+    kinds = attrs.get("storage_kinds") or []
+    return {"credential_rotation": attrs.get("credential_rotation", 0) if kinds else 0,
+            "credential_made": made.get("rotation", 0),
+            "credentials_held": bool(made or kinds) and not attrs.get("credentials_swept"),
+            "stale_credentials": bool(attrs.get("stale_credentials"))}
 
 
 def hosts_missing(view: csm.ClusterView) -> bool:

@@ -57,6 +57,13 @@ class ClusterView:
     deleting: bool
     nodegroups: tuple[NodeGroupView, ...]
     hosts: tuple[HostView, ...]
+    # Storage credentials (see resources.storage): the rotation wanted (0: the cluster asks for no
+    # storage), the rotation of the credential Teapot holds (0: none), whether Keystone may still
+    # hold some of the cluster's credentials, and whether replaced ones wait to be deleted.
+    credential_rotation: int = 0
+    credential_made: int = 0
+    credentials_held: bool = False
+    stale_credentials: bool = False
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -104,11 +111,37 @@ class Verify:
 
 
 @dataclass(frozen=True)
+class MakeCredentials:
+    """Make the cluster's storage credential for this rotation; the one it replaces is deleted
+    once the new one is stored."""
+
+    rotation: int
+
+
+@dataclass(frozen=True)
+class DeleteCredentials:
+    """Delete credentials in Keystone: the replaced ones, or (stale_only false) all of them."""
+
+    stale_only: bool = False
+
+
+@dataclass(frozen=True)
 class Gone:
     pass
 
 
-Step = Claim | Provision | Deprovision | Release | Wait | Verify | Settle | Gone
+Step = (Claim | Provision | Deprovision | Release | Wait | Verify | Settle | MakeCredentials
+        | DeleteCredentials | Gone)
+
+
+def _credentials(view: ClusterView) -> Step | None:
+    """The credential step a live cluster needs, if any: a rotation asked for, or replaced
+    credentials left to delete. Comes before hosts are provisioned: their user data carries it."""
+    if view.credential_rotation and view.credential_made < view.credential_rotation:
+        return MakeCredentials(view.credential_rotation)
+    if view.stale_credentials:
+        return DeleteCredentials(stale_only=True)
+    return None
 
 
 def _by_group(view: ClusterView) -> dict[str, list[HostView]]:
@@ -149,9 +182,13 @@ def _give_back(hosts: list[HostView]) -> Step | None:
 def plan(view: ClusterView) -> Step:
     groups = _by_group(view)
     if view.deleting:
-        return _give_back(list(view.hosts)) or Gone()
+        gone = DeleteCredentials() if view.credentials_held or view.stale_credentials else Gone()
+        return _give_back(list(view.hosts)) or gone
     if view.status in (CREATE_FAILED,):
         return _give_back(list(view.hosts)) or Wait("failed; holds no hosts")
+    credentials = _credentials(view)
+    if credentials is not None:
+        return credentials
     if view.status not in IN_PROGRESS:
         return Wait("settled")
 
@@ -220,12 +257,22 @@ class DeleteObjects:
 
 
 def plan_capi(status: str, deleting: bool, generation: int, applied_generation: int,
-              observed: CapiObserved) -> Step | ApplyObjects | DeleteObjects:
-    """Next step for a cluster whose machines Cluster API manages."""
+              observed: CapiObserved, credentials: ClusterView | None = None,
+              applied_rotation: int = 0) -> Step | ApplyObjects | DeleteObjects:
+    """Next step for a cluster whose machines Cluster API manages. `credentials`: a view whose
+    credential fields say what the cluster's storage credentials need (node groups and hosts
+    unused); `applied_rotation`: the credential rotation the applied objects carry."""
+    creds = credentials or ClusterView(status, deleting, (), ())
     if deleting:
-        return DeleteObjects() if observed.objects else Gone()
+        if observed.objects:
+            return DeleteObjects()
+        return DeleteCredentials() if creds.credentials_held or creds.stale_credentials else Gone()
+    credential_step = _credentials(creds) if status != CREATE_FAILED else None
+    if credential_step is not None:
+        return credential_step
     if status not in IN_PROGRESS:
-        return Wait("settled")
+        rotated = creds.credential_made > applied_rotation and observed.objects
+        return ApplyObjects() if rotated else Wait("settled")
     if applied_generation < generation or not observed.objects:
         return ApplyObjects()
     if observed.ready:

@@ -28,7 +28,7 @@ from teapot.db import networks as ndb
 from teapot.db.hosts import NotFound
 from teapot.db.models import Cluster, ClusterTemplate, HostClass, HostEvent, NodeGroup, Quota
 from teapot.resources import cluster as csm
-from teapot.resources import host_schema
+from teapot.resources import host_schema, storage
 from teapot.resources.errors import ValidationError
 
 DEFAULT_QUOTA = 20
@@ -363,6 +363,7 @@ def create_cluster(request: Request) -> Response:
             labels.update(spec.get("labels") or {})
         else:
             labels = dict(spec["labels"])
+        kinds = storage.wanted(labels)
         ca = pki.new_ca(f"{name} CA")
         secrets = {"bootstrap_token": pki.bootstrap_token(), "certificate_key": pki.certificate_key()}
         cluster_uuid = str(uuidlib.uuid4())
@@ -375,6 +376,8 @@ def create_cluster(request: Request) -> Response:
                      create_timeout=_given(spec, "create_timeout", 60), health_status="UNKNOWN",
                      coe_version=labels.get("kube_tag", csm.DEFAULT_KUBERNETES_VERSION),
                      master_addresses=[], node_addresses=[], api_address=None, faults={})
+        if kinds:  # the conductor makes the cluster's own storage credential first
+            attrs.update(storage_kinds=list(kinds), credential_rotation=1)
         session.add(Cluster(
             uuid=cluster_uuid, name=name, project_id=project, user_id=identity(request).user_id,
             cluster_template_id=template.uuid, status=csm.CREATE_IN_PROGRESS,
@@ -481,6 +484,24 @@ def upgrade_cluster(request: Request) -> Response:
         row.attrs = attrs
         _touch(row, csm.UPDATE_COMPLETE, f"now on template {template.name}; hosts are re-provisioned "
                                          "with it when they are replaced")
+    return _respond(request, {"uuid": row.uuid}, 202)
+
+
+def rotate_credentials(request: Request) -> Response:
+    """Replace the cluster's storage credential (application and EC2 credentials) with new ones;
+    the conductor deletes the old ones once the new ones are stored."""
+    project = _scope(request)
+    with _sm(request).begin() as session:
+        row = _cluster(session, request, project, "container-infra:cluster:update")
+        if row.deleting:
+            raise APIError(409, f"cluster {row.name} is being deleted")
+        if not row.attrs.get("storage_kinds"):
+            raise APIError(400, f"cluster {row.name} asks for no storage (labels "
+                                f"{', '.join(storage.LABELS)}): it has no credentials to rotate")
+        rotation = row.attrs.get("credential_rotation", 1) + 1
+        row.attrs = {**row.attrs, "credential_rotation": rotation}
+        row.next_attempt_at = 0.0
+        row.updated_at = time.time()
     return _respond(request, {"uuid": row.uuid}, 202)
 
 
@@ -742,9 +763,11 @@ OPERATIONS = [
     _op("GET", "/v1", version_v1, "The v1 API", "versions", {200: s.VERSION}, authenticated=False),
     _op("GET", "/v1/", version_v1, "The v1 API", "versions", {200: s.VERSION}, authenticated=False),
     _op("GET", "/v1/clustertemplates", list_templates, "List cluster templates", "clustertemplates",
-        {200: s.TEMPLATE_LIST}, query=TEMPLATE_PAGING.query_schema(), rule="container-infra:clustertemplate:get_all"),
+        {200: s.TEMPLATE_LIST}, query=TEMPLATE_PAGING.query_schema(),
+            rule="container-infra:clustertemplate:get_all"),
     _op("GET", "/v1/clustertemplates/detail", list_templates, "List cluster templates (detail)",
-        "clustertemplates", {200: s.TEMPLATE_LIST}, query=TEMPLATE_PAGING.query_schema(), rule="container-infra:clustertemplate:get_all"),
+        "clustertemplates", {200: s.TEMPLATE_LIST}, query=TEMPLATE_PAGING.query_schema(),
+            rule="container-infra:clustertemplate:get_all"),
     _op("POST", "/v1/clustertemplates", create_template, "Create a cluster template", "clustertemplates",
         {201: s.TEMPLATE}, body=s.TEMPLATE_CREATE, rule="container-infra:clustertemplate:create"),
     _op("GET", "/v1/clustertemplates/{ident}", show_template, "Show a cluster template",
@@ -756,7 +779,8 @@ OPERATIONS = [
     _op("GET", "/v1/clusters", list_clusters, "List clusters", "clusters", {200: s.CLUSTER_LIST},
         query=CLUSTER_PAGING.query_schema(), rule="container-infra:cluster:get_all"),
     _op("GET", "/v1/clusters/detail", list_clusters_detail, "List clusters (detail)", "clusters",
-        {200: s.CLUSTER_LIST_DETAIL}, query=CLUSTER_PAGING.query_schema(), rule="container-infra:cluster:get_all"),
+        {200: s.CLUSTER_LIST_DETAIL}, query=CLUSTER_PAGING.query_schema(),
+            rule="container-infra:cluster:get_all"),
     _op("POST", "/v1/clusters", create_cluster, "Create a cluster", "clusters", _ACCEPTED,
         body=s.CLUSTER_CREATE, rule="container-infra:cluster:create"),
     _op("GET", "/v1/clusters/{ident}", show_cluster, "Show a cluster", "clusters", {200: s.CLUSTER}),
@@ -767,6 +791,9 @@ OPERATIONS = [
         "clusters", _ACCEPTED, body=s.RESIZE),
     _op("POST", "/v1/clusters/{ident}/actions/upgrade", upgrade_cluster, "Move to another template",
         "clusters", _ACCEPTED, body=s.UPGRADE),
+    _op("POST", "/v1/clusters/{ident}/actions/rotate_credentials", rotate_credentials,
+        "Replace the cluster's storage credentials", "clusters", _ACCEPTED,
+        body=s.ROTATE_CREDENTIALS),
     _op("GET", "/v1/clusters/{ident}/nodegroups", list_nodegroups, "List node groups", "nodegroups",
         {200: s.NODEGROUP_LIST}, query=NODEGROUP_PAGING.query_schema()),
     _op("GET", "/v1/clusters/{ident}/nodegroups/detail", list_nodegroups, "List node groups (detail)",
@@ -796,9 +823,11 @@ OPERATIONS = [
         {204: None}, rule="container-infra:quota:write"),
     _op("GET", "/v1/stats", stats, "Cluster and node counts", "stats", {200: s.STATS},
         query={"project_id": schema.string(64, 1)}),
-    _op("GET", "/v1/mservices", mservices, "Teapot's conductors", "mservices", {200: s.MSERVICES}, rule="container-infra:mservice:get_all"),
+    _op("GET", "/v1/mservices", mservices, "Teapot's conductors", "mservices", {200: s.MSERVICES},
+        rule="container-infra:mservice:get_all"),
     _op("GET", "/v1/hostclasses", list_hostclasses, "List host classes (flavors)", "hostclasses",
-        {200: s.HOSTCLASS_LIST}, query=HOSTCLASS_PAGING.query_schema(), rule="container-infra:hostclass:get"),
+        {200: s.HOSTCLASS_LIST}, query=HOSTCLASS_PAGING.query_schema(),
+            rule="container-infra:hostclass:get"),
     _op("POST", "/v1/hostclasses", create_hostclass, "Define a host class", "hostclasses",
         {201: s.HOSTCLASS}, body=s.HOSTCLASS_CREATE, rule="container-infra:hostclass:write"),
     _op("DELETE", "/v1/hostclasses/{name}", delete_hostclass, "Remove a host class", "hostclasses",

@@ -107,6 +107,7 @@ UPGRADE = obj({
     "max_batch_size": nullable(integer(1)),
     "nodegroup": nullable(IDENT),
 }, ("cluster_template",))
+ROTATE_CREDENTIALS = obj({}, description="no fields: an empty object")
 UUID_ONLY = obj({"uuid": UUID}, ("uuid",), closed=False)
 
 _CLUSTER_COMMON = {
@@ -128,6 +129,15 @@ CLUSTER = obj({
     "health_status_reason": ANY, "faults": ANY,
     "status_reason": nullable({"type": "string"}), "user_id": string(64),
     "created_at": TIMESTAMP, "updated_at": TIMESTAMP,
+    "storage": nullable(obj({
+        "kinds": array(string(16), 4, description="file (manila-csi), object (S3/Swift), block "
+                                                  "(Cinder attachments), keys (Barbican)"),
+        "credential": {"type": "string", "enum": ["none", "pending", "ready", "error"]},
+        "application_credential_id": nullable(string(64)),
+        "ec2_access": nullable(string(64)),
+        "rotation": integer(0),
+        "error": string(1024),
+    }, ("kinds", "credential"))),
 }, ("uuid", "name", "status", "links"))
 CLUSTER_LIST = obj({"clusters": array(CLUSTER_SUMMARY, INT32_MAX), "next": string(4096)},
                    ("clusters",))

@@ -57,8 +57,34 @@ def cluster(c: Cluster, node_counts: tuple[int, int], base: str, detail: bool = 
                project_id=c.project_id, links=links(base, "clusters", c.uuid))
     if detail:
         out.update(status_reason=c.status_reason, user_id=c.user_id,
-                   created_at=iso(c.created_at), updated_at=iso(c.updated_at))
+                   created_at=iso(c.created_at), updated_at=iso(c.updated_at),
+                   storage=storage_view(c.attrs))
+        if out["storage"]["kinds"]:  # `openstack coe cluster show` prints this field, not storage
+            out["health_status_reason"] = {**(out.get("health_status_reason") or {}),
+                                           "storage": storage_summary(out["storage"])}
     return out
+
+
+def storage_summary(view: dict) -> str:
+    """One line: the storage a cluster has and the state of its credential."""
+    from teapot.resources import storage
+
+    names = {storage.FILE: "file (manila-csi, CephFS)", storage.OBJECT: "object (S3, Swift)",
+             storage.BLOCK: "block (Cinder attachments)", storage.KEYS: "keys (Barbican)"}
+    line = ", ".join(names[k] for k in view["kinds"])
+    line += f"; credential {view['credential']} (rotation {view.get('rotation', 0)})"
+    return line + (f": {view['error']}" if view.get("error") else "")
+
+
+def storage_view(attrs: dict) -> dict:
+    """What storage a cluster has and the state of its credential (ids only, never a secret)."""
+    from teapot.resources import storage
+
+    made = attrs.get("credentials") or {}
+    creds = storage.Credentials(made.get("application_credential_id"), made.get("ec2_access"),
+                                made.get("rotation", 0))
+    return storage.view(tuple(attrs.get("storage_kinds") or ()), creds,
+                        attrs.get("credential_rotation", 0), attrs.get("credential_error") or "")
 
 
 def nodegroup(g: NodeGroup, base: str, detail: bool = True) -> dict:

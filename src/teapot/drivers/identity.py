@@ -1,0 +1,227 @@
+"""Per-cluster Keystone credentials: an application credential with access rules, and EC2
+credentials for S3, in the cluster's project (keystoneauth1, as Teapot's service user).
+
+Who owns them, and why: an application credential belongs to a user and dies with it, and Keystone
+lets only that user create one. Owning them by the human who created the cluster would tie the
+cluster's storage to that person's account (the complaint of Magnum's Cluster API driver users).
+So each project gets one Teapot-managed user, `teapot-<project id>`, made by Teapot's service user
+(which holds `admin`) with only the `member` role on that project; every cluster of the project gets
+its own application credential of that user, restricted by access rules to the storage APIs its
+plugins call, with the `member` role only and `unrestricted` false (it cannot make credentials or
+trusts). The credential therefore outlives any human and reaches nothing outside its project.
+
+The project user's password is never stored: it is an HMAC of the project id under a secret of
+Teapot's (derived from its key file), and Teapot resets it with its admin rights when Keystone no
+longer accepts it (a new key). EC2 credentials are made as Keystone credentials of type `ec2` whose
+access key is derived from the cluster and its rotation, so a retried step finds what an earlier,
+interrupted one made instead of leaking it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets as pysecrets
+from dataclasses import dataclass
+
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+MEMBER = "member"
+USER_PREFIX = "teapot-"
+
+
+class IdentityError(Exception):
+    """Keystone refused or failed; the message names the call, never a secret."""
+
+
+@dataclass(frozen=True)
+class ClusterCredentials:
+    user_id: str
+    application_credential_id: str
+    application_credential_secret: str
+    ec2_access: str | None = None
+    ec2_secret: str | None = None
+
+    def public(self) -> dict:
+        """What may be shown: ids only."""
+        return {"user_id": self.user_id, "application_credential_id": self.application_credential_id,
+                "ec2_access": self.ec2_access}
+
+
+def _describe(error: Exception) -> str:
+    status = getattr(error, "http_status", None)
+    details = getattr(error, "details", None) or getattr(error, "message", None) or type(error).__name__
+    return f"{status}: {details}" if status else str(details)
+
+
+def credential_name(cluster_uuid: str, rotation: int) -> str:
+    return f"teapot-cluster-{cluster_uuid}-{rotation}"
+
+
+def ec2_access(cluster_uuid: str, rotation: int) -> str:
+    return hashlib.sha256(f"teapot-ec2:{cluster_uuid}:{rotation}".encode()).hexdigest()[:32]
+
+
+class KeystoneCredentials:
+    """Makes, finds and deletes clusters' credentials. `admin`: a keystoneauth session of Teapot's
+    service user; `secret`: bytes the project users' passwords are derived from."""
+
+    def __init__(self, admin: ks_session.Session, auth_url: str, secret: bytes,
+                 user_domain_id: str = "default"):
+        self.admin = admin
+        self.auth_url = auth_url.rstrip("/")
+        self._secret = hashlib.sha256(b"teapot-project-users:" + secret).digest()
+        self.domain = user_domain_id
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _call(self, what: str, method: str, path: str, sess=None, ok=(200, 201, 204), **kw):
+        sess = sess or self.admin
+        try:
+            resp = sess.request(self.auth_url + path, method, raise_exc=False, **kw)
+        except ks_exc.ClientException as e:
+            raise IdentityError(f"Keystone: {what} failed: {_describe(e)}") from None
+        if resp.status_code not in ok:
+            try:
+                message = resp.json().get("error", {}).get("message", "")
+            except ValueError:
+                message = resp.text[:200]
+            raise IdentityError(f"Keystone: {what} failed: {resp.status_code} {message}".rstrip())
+        return resp
+
+    def _password(self, project_id: str) -> str:
+        digest = hmac.new(self._secret, project_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def _role_id(self, name: str) -> str:
+        roles = self._call(f"finding role {name}", "GET", "/roles", params={"name": name}).json()
+        if not roles["roles"]:
+            raise IdentityError(f"Keystone has no role {name!r}")
+        return roles["roles"][0]["id"]
+
+    # -- the project's user ----------------------------------------------------------------------
+    def project_user(self, project_id: str) -> str:
+        """The id of the project's Teapot-managed user, made (member of the project) if missing."""
+        if not project_id or "/" in project_id:
+            raise IdentityError(f"not a project id: {project_id!r}")
+        self._call(f"looking up project {project_id}", "GET", f"/projects/{project_id}")
+        name = USER_PREFIX + project_id
+        found = self._call("finding the project's user", "GET", "/users",
+                           params={"name": name, "domain_id": self.domain}).json()["users"]
+        if found:
+            user_id = found[0]["id"]
+        else:
+            body = {"user": {"name": name, "domain_id": self.domain, "enabled": True,
+                             "default_project_id": project_id, "password": self._password(project_id),
+                             "description": "Teapot: owns the project's cluster credentials"}}
+            resp = self._call("creating the project's user", "POST", "/users", json=body,
+                              ok=(201, 409))
+            if resp.status_code == 409:  # made meanwhile by another conductor
+                return self.project_user(project_id)
+            user_id = resp.json()["user"]["id"]
+        self._call("granting the member role", "PUT",
+                   f"/projects/{project_id}/users/{user_id}/roles/{self._role_id(MEMBER)}",
+                   ok=(200, 201, 204))
+        return user_id
+
+    def _user_session(self, project_id: str, user_id: str) -> ks_session.Session:
+        """A session of the project's user, scoped to the project; its password reset first if
+        Keystone no longer takes the derived one."""
+        password = self._password(project_id)
+        auth = v3.Password(auth_url=self.auth_url, user_id=user_id, password=password,
+                           project_id=project_id)
+        sess = ks_session.Session(auth=auth, timeout=30)
+        try:
+            sess.get_token()
+        except ks_exc.Unauthorized:
+            self._call("resetting the project user's password", "PATCH", f"/users/{user_id}",
+                       json={"user": {"password": password}})
+            sess = ks_session.Session(auth=v3.Password(
+                auth_url=self.auth_url, user_id=user_id, password=password, project_id=project_id),
+                timeout=30)
+            try:
+                sess.get_token()
+            except ks_exc.ClientException as e:
+                raise IdentityError(f"Keystone: the project's user cannot log in: {_describe(e)}") \
+                    from None
+        except ks_exc.ClientException as e:
+            raise IdentityError(f"Keystone: logging in as the project's user failed: "
+                                f"{_describe(e)}") from None
+        return sess
+
+    # -- credentials -----------------------------------------------------------------------------
+    def create(self, project_id: str, cluster_uuid: str, rotation: int, access_rules: list[dict],
+               ec2: bool) -> ClusterCredentials:
+        """A new application credential (and EC2 credentials) for the cluster's rotation; one of
+        the same name left by an interrupted attempt is replaced (its secret was never stored)."""
+        if not access_rules:
+            raise IdentityError("a cluster credential needs access rules; an unrestricted one is "
+                                "never made")
+        user_id = self.project_user(project_id)
+        sess = self._user_session(project_id, user_id)
+        name = credential_name(cluster_uuid, rotation)
+        base = f"/users/{user_id}/application_credentials"
+        old = self._call("finding the cluster's credential", "GET", base, sess=sess,
+                         params={"name": name}).json()["application_credentials"]
+        for cred in old:
+            self._call("removing an unfinished credential", "DELETE", f"{base}/{cred['id']}",
+                       sess=sess, ok=(204, 404))
+        body = {"application_credential": {
+            "name": name, "description": f"Teapot cluster {cluster_uuid}: storage plugins",
+            "roles": [{"name": MEMBER}], "unrestricted": False, "access_rules": access_rules}}
+        made = self._call("creating the cluster's application credential", "POST", base,
+                          sess=sess, json=body).json()["application_credential"]
+        access = secret = None
+        if ec2:
+            access, secret = ec2_access(cluster_uuid, rotation), pysecrets.token_hex(20)
+            cred_id = hashlib.sha256(access.encode()).hexdigest()
+            self._call("removing unfinished EC2 credentials", "DELETE", f"/credentials/{cred_id}",
+                       ok=(204, 404))
+            blob = json.dumps({"access": access, "secret": secret, "trust_id": None,
+                               "app_cred_id": made["id"]})
+            self._call("creating the cluster's EC2 credentials", "POST", "/credentials",
+                       json={"credential": {"type": "ec2", "user_id": user_id,
+                                            "project_id": project_id, "blob": blob}})
+        return ClusterCredentials(user_id, made["id"], made["secret"], access, secret)
+
+    def delete(self, user_id: str, application_credential_id: str | None,
+               ec2: str | None = None) -> None:
+        """Remove a credential and its EC2 credentials; what is already gone is fine."""
+        if ec2:
+            cred_id = hashlib.sha256(ec2.encode()).hexdigest()
+            self._call("deleting EC2 credentials", "DELETE", f"/credentials/{cred_id}", ok=(204, 404))
+        if application_credential_id:
+            self._call("deleting an application credential", "DELETE",
+                       f"/users/{user_id}/application_credentials/{application_credential_id}",
+                       ok=(204, 404))
+
+    def delete_cluster(self, project_id: str, cluster_uuid: str) -> None:
+        """Every credential of the cluster, of any rotation (also ones never recorded)."""
+        name = USER_PREFIX + project_id
+        found = self._call("finding the project's user", "GET", "/users",
+                           params={"name": name, "domain_id": self.domain}).json()["users"]
+        if not found:
+            return
+        user_id = found[0]["id"]
+        prefix = credential_name(cluster_uuid, 0)[:-1]
+        creds = self._call("listing the project user's credentials", "GET",
+                           f"/users/{user_id}/application_credentials").json()
+        for cred in creds["application_credentials"]:
+            if cred["name"].startswith(prefix):
+                self.delete(user_id, cred["id"])
+        ec2s = self._call("listing EC2 credentials", "GET", "/credentials",
+                          params={"user_id": user_id, "type": "ec2"}).json()["credentials"]
+        for cred in ec2s:
+            blob = json.loads(cred["blob"]) if isinstance(cred.get("blob"), str) else {}
+            if blob.get("app_cred_id") and not self._exists(user_id, blob["app_cred_id"]):
+                self._call("deleting EC2 credentials", "DELETE", f"/credentials/{cred['id']}",
+                           ok=(204, 404))
+
+    def _exists(self, user_id: str, application_credential_id: str) -> bool:
+        resp = self._call("looking up an application credential", "GET",
+                          f"/users/{user_id}/application_credentials/{application_credential_id}",
+                          ok=(200, 404))
+        return resp.status_code == 200
