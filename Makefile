@@ -4,7 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STATE  ?= $(CURDIR)/.teapot
 HOSTS  ?= 4
-DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitch-switch openssh-server iputils-ping mariadb-server
+DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitch-switch openssh-server iputils-ping mariadb-server \
+	ceph-mon ceph-mgr ceph-osd ceph-mds radosgw ceph-common python3-rados python3-rbd python3-cephfs rabbitmq-server
+# Ceph's Python bindings (for Manila, Cinder and the box) exist only as Debian's modules: linked
+# into the virtualenv when they were built for its Python.
+CEPH_MODULES := rados rbd cephfs
 
 .PHONY: install up test lint bench clean
 
@@ -18,6 +22,14 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])'); \
+	suffix=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); \
+	for m in $(CEPH_MODULES); do \
+		if [ -f /usr/lib/python3/dist-packages/$$m$$suffix ]; then \
+			ln -sf /usr/lib/python3/dist-packages/$$m$$suffix "$$site/$$m$$suffix"; fi; \
+	done; \
+	if [ -f /usr/lib/python3/dist-packages/ceph_argparse.py ]; then \
+		ln -sf /usr/lib/python3/dist-packages/ceph_argparse.py "$$site/ceph_argparse.py"; fi
 	touch $@
 
 up: install

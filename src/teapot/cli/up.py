@@ -33,6 +33,14 @@ class Up(Command):
                                  "$TEAPOT_WITH_NEUTRON, or as last time, off at first)")
         parser.add_argument("--without-neutron", dest="neutron", action="store_const",
                             const=False, help="Run without Neutron again")
+        parser.add_argument("--storage", dest="storage", action="store_const", const=True,
+                            default=True if os.environ.get("TEAPOT_STORAGE") else None,
+                            help="Also run shared storage: Ceph (with RADOS Gateway for S3 and "
+                                 "Swift), Manila (CephFS), Cinder (RBD), Barbican, and RabbitMQ "
+                                 "and MariaDB for them (remembered; default: $TEAPOT_STORAGE, or "
+                                 "as last time, off at first)")
+        parser.add_argument("--without-storage", dest="storage", action="store_const",
+                            const=False, help="Run without the storage services again")
         return parser
 
     def take_action(self, args):
@@ -47,6 +55,6 @@ class Up(Command):
 
         code = box.run(Path(args.state_dir), args.hosts, args.port_base, say,
                        max_restart_delay=args.max_restart_delay, switch=args.switch,
-                       neutron=args.neutron)
+                       neutron=args.neutron, storage=args.storage)
         if code:
             raise SystemExit(code)

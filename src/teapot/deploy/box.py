@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from teapot.deploy import keystone_setup
+from teapot.deploy import keystone_setup, storage_setup
 from teapot.deploy.secrets import SecretStore, private_dir, write_private
 from teapot.deploy.service import levels
 from teapot.deploy.services import box as box_services
@@ -47,6 +47,13 @@ DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teap
 # With Neutron (`teapot up --with-neutron`): its API and the MariaDB its migrations need (not on
 # 3306, where the machine's own MariaDB may listen).
 NEUTRON_PORTS = {"mariadb": 13306, "neutron-server": 9696}
+# With storage (`teapot up --storage`): RabbitMQ (and Erlang's port mapper), Ceph, RADOS Gateway,
+# Manila, Cinder and Barbican. The Ceph daemons other than the monitor take CEPH_DAEMON_PORT_COUNT
+# ports from "ceph-daemons" on, which comes last.
+STORAGE_PORTS = {"epmd": 14369, "rabbitmq": 15672, "rabbitmq-dist": 15673, "ceph-mon": 13300,
+                 "rgw": 7480, "manila-api": 8786, "cinder-api": 8776, "barbican-api": 9311,
+                 "ceph-daemons": 13310}
+STORAGE_DATABASES = ["manila", "cinder"]  # in the box's MariaDB
 EMULATED_CLASS = "baremetal"  # the host class (flavor) of a box's hosts
 CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
           "teapot-demo": ("demo", "demo", "demo-password")}
@@ -54,7 +61,8 @@ CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
 
 class Box:
     def __init__(self, state_dir: Path, hosts: int | None = None, port_base: int | None = None,
-                 say=print, switch: bool = True, neutron: bool | None = None):
+                 say=print, switch: bool = True, neutron: bool | None = None,
+                 storage: bool | None = None):
         self.state_dir = state_dir.resolve()
         self.switch = switch
         self.say = say
@@ -65,23 +73,28 @@ class Box:
         settings_file = self.state_dir / "box.yaml"
         saved = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
         # a state directory from before a service had a port gets its default port
-        ports = {**DEFAULT_PORTS, **NEUTRON_PORTS, **(saved.get("ports") or {})}
+        ports = {**DEFAULT_PORTS, **NEUTRON_PORTS, **STORAGE_PORTS, **(saved.get("ports") or {})}
         if port_base is not None:
             ports = {name: port_base + i
-                     for i, name in enumerate({**DEFAULT_PORTS, **NEUTRON_PORTS})}
+                     for i, name in enumerate({**DEFAULT_PORTS, **NEUTRON_PORTS,
+                                               **STORAGE_PORTS})}
         self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))
         if self.hosts < 0:
             raise DeployError("--hosts must be 0 or more")
         self.neutron = neutron if neutron is not None else bool(saved.get("neutron", False))
+        self.storage = storage if storage is not None else bool(saved.get("storage", False))
+        self.had_storage = bool(saved.get("storage", False))  # its catalog entries to remove
         # The switch keeps its prefix (and so its MAC address and port names) across runs: hosts'
         # networkInterfaces name them.
         self.switch_prefix = saved.get("switch_prefix") or "tp" + secrets.token_hex(3)
         write_private(settings_file, yaml.safe_dump({"hosts": self.hosts, "ports": ports,
                                                      "switch_prefix": self.switch_prefix,
-                                                     "neutron": self.neutron}))
+                                                     "neutron": self.neutron,
+                                                     "storage": self.storage}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
                                 settings={"profile": "box", "hosts": self.hosts, "switch": switch,
-                                          "mariadb": ["neutron"] if self.neutron else []})
+                                          "mariadb": (["neutron"] if self.neutron else [])
+                                          + (STORAGE_DATABASES if self.storage else [])})
         self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
         self.supervisor: Supervisor | None = None
@@ -124,11 +137,31 @@ class Box:
                                         self.ctx.secret)
         if not self.neutron:  # a former run's Neutron leaves the catalog with it
             keystone_setup.unregister(conn, "network", self.ctx.url("neutron-server"))
+        if self.storage:
+            storage_setup.register_s3(conn, self.ctx.url("rgw"))
+        elif self.had_storage:  # a former run's storage services leave the catalog with it
+            storage_setup.unregister_all(conn, self.ctx.url)
         marker.write_text(digest)
 
     def _identities(self, services) -> None:
         self.setup_identities(services)
         self.write_clouds()
+
+    def setup_storage(self) -> None:
+        """Manila's share type; then wait until Manila and Cinder have their Ceph back-ends."""
+        from teapot.deploy.services import manila
+
+        conn = keystone_setup.admin_connection(self.ctx.url("keystone") + "/v3",
+                                               self.ctx.secret("admin-password"))
+        try:
+            storage_setup.ensure_share_type(conn, self.ctx.url("manila-api"), manila.SHARE_TYPE,
+                                            "CEPHFS")
+            storage_setup.wait_backends(conn, self.ctx.url("manila-api"),
+                                        self.ctx.url("cinder-api"),
+                                        stop=self.stop_requested.is_set,
+                                        check=self._check_children)
+        except storage_setup.StorageError as e:
+            raise DeployError(f"storage: {e}") from None
 
     # -- the switch -------------------------------------------------------------------------------
     @property
@@ -278,7 +311,7 @@ class Box:
         services and by the hosts (enrolled until available)."""
         started = time.monotonic()
         (self.state_dir / STATUS_FILE).unlink(missing_ok=True)  # a former run's
-        services = box_services(neutron=self.neutron)
+        services = box_services(neutron=self.neutron, storage=self.storage)
         if self.switch:
             # The switch starts beside everything else; the conductor and enrollment wait for it.
             self.check_switch()
@@ -309,9 +342,12 @@ class Box:
                     identities = background.submit(self._identities, services)
                 if "teapot-api" in started_now:
                     enrolled = background.submit(self.enroll)  # after the identities: one worker
-            services_done = time.monotonic()
             if identities is None or enrolled is None:
                 raise DeployError("the box has no keystone or no teapot-api")
+            if self.storage:
+                identities.result()
+                self.setup_storage()
+            services_done = time.monotonic()
             names = enrolled.result()
         self.wait_available(names)
         return services_done - started, time.monotonic() - services_done
@@ -319,7 +355,8 @@ class Box:
     def supervise(self, backoff: Backoff | None = None) -> None:
         """Restart a child that exits, backing off one that keeps exiting, until a stop is
         requested; the health of every child is kept in run/status.json."""
-        self.supervisor = Supervisor(self.target, box_services(neutron=self.neutron), self.say,
+        self.supervisor = Supervisor(self.target, box_services(neutron=self.neutron,
+                                                               storage=self.storage), self.say,
                                      backoff or Backoff())
         self.supervisor.run(self.stop_requested.wait)
 
@@ -342,7 +379,8 @@ def _logging_to(path: Path, say):
 
 
 def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
-        max_restart_delay: float = 60.0, switch: bool = True, neutron: bool | None = None) -> int:
+        max_restart_delay: float = 60.0, switch: bool = True, neutron: bool | None = None,
+        storage: bool | None = None) -> int:
     if max_restart_delay <= 0:
         say("error: the longest wait between restarts must be more than 0 s")
         return 1
@@ -361,7 +399,8 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
             os.close(lock_fd)
             os.umask(previous_umask)
             return 1
-        box = Box(state_dir, hosts, port_base, say, switch=switch, neutron=neutron)
+        box = Box(state_dir, hosts, port_base, say, switch=switch, neutron=neutron,
+                  storage=storage)
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)

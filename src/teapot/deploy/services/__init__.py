@@ -9,17 +9,26 @@ from collections.abc import Mapping
 from teapot.deploy.service import Service, settings_key
 
 
-def box(neutron: bool = False) -> list[Service]:
-    """What a box runs; with `neutron`, also Neutron's API and the MariaDB it needs."""
+def box(neutron: bool = False, storage: bool = False) -> list[Service]:
+    """What a box runs; with `neutron`, also Neutron's API and the MariaDB it needs; with
+    `storage`, also Ceph (with RADOS Gateway), Manila, Cinder, Barbican and RabbitMQ (and MariaDB)."""
     from teapot.deploy.services import ironic, keystone, sushy_emulator, teapot
 
     services = [keystone.SERVICE, ironic.SERVICE, sushy_emulator.SERVICE, teapot.API,
                 teapot.CONDUCTOR]
-    if neutron:
+    if neutron or storage:
         from teapot.deploy.services import mariadb
+
+        services.append(mariadb.SERVICE)
+    if neutron:
         from teapot.deploy.services import neutron as neutron_service
 
-        services += [mariadb.SERVICE, neutron_service.box_service()]
+        services.append(neutron_service.box_service())
+    if storage:
+        from teapot.deploy.services import barbican, ceph, cinder, infrastructure, manila
+
+        services += [infrastructure.BOX_EPMD, infrastructure.BOX_RABBITMQ, *ceph.box_services(),
+                     *manila.box_services(), *cinder.box_services(), barbican.SERVICE]
     return services
 
 

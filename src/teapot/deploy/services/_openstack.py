@@ -242,3 +242,10 @@ def worker(api: Service, name: str, description: str, argv: Argv, **changes: Any
                 for f in dataclasses.fields(Service) if f.name in _API_ONLY}
     return dataclasses.replace(api, **{**defaults, "name": name, "description": description,
                                        "command": argv, "depends_on": (api.name,), **changes})
+
+
+def gunicorn(ctx: Context, name: str, app: str, workers: int = 1, threads: int = 4) -> list[str]:
+    """The argv of a WSGI API under gunicorn (a box's), `app` being a teapot.deploy.wsgi entry
+    point that gives the service its config file."""
+    return ["gunicorn", "--bind", f"{ctx.bind_host}:{ctx.port(name)}", "--workers", str(workers),
+            "--threads", str(threads), "--access-logfile", "-", "--graceful-timeout", "5", app]

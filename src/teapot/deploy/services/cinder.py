@@ -112,3 +112,76 @@ VOLUME_SERVICE = osp.worker(
 )
 
 SERVICES = (API_SERVICE, SCHEDULER_SERVICE, VOLUME_SERVICE)
+
+
+# --- Cinder in a box (`teapot up --storage`) ----------------------------------------------------
+# The RBD driver on the box's Ceph (pool `volumes`, as the cephx user client.cinder); database in
+# the box's MariaDB, RPC over the box's RabbitMQ. Without Nova: attachments are made through the
+# attachments API with a connector.
+
+RBD_BACKEND = "ceph"
+
+
+def box_cinder_conf(ctx: Context) -> str:
+    from teapot.deploy.services import ceph, infrastructure
+
+    return ini.render(osp.sections(
+        {
+            "DEFAULT": {
+                "use_stderr": True,
+                "state_path": ctx.data_path(PROJECT, "state"),
+                "auth_strategy": "keystone",
+                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+                "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
+                "enabled_backends": [RBD_BACKEND],
+                "host": "teapot-box",
+                "osapi_volume_workers": 1,
+                # A box stops its services within seconds (then kills them).
+                "graceful_shutdown_timeout": 5,
+                "transport_url": infrastructure.box_messaging_url(ctx),
+            },
+            "database": osp.database(ctx, PROJECT),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
+            "oslo_messaging_notifications": {"driver": "noop"},
+            RBD_BACKEND: {
+                "volume_driver": "cinder.volume.drivers.rbd.RBDDriver",
+                "volume_backend_name": RBD_BACKEND,
+                "rbd_pool": ceph.VOLUMES_POOL,
+                "rbd_ceph_conf": ceph.conf_path(ctx),
+                "rbd_user": ceph.CINDER_USER.removeprefix("client."),
+                "rbd_secret_uuid": ceph.libvirt_secret_uuid(ctx),
+                "report_discard_supported": True,
+            },
+        },
+    ))
+
+
+def _box_env(ctx: Context) -> dict[str, str]:
+    return {"TEAPOT_WSGI_CONFIG_FILE": _conf(ctx)}
+
+
+def box_services() -> list:
+    """The API (gunicorn), scheduler and volume service of a box, on the box's Ceph."""
+    import dataclasses
+
+    from teapot.deploy.services import ceph
+
+    config = (ConfigFile("cinder.conf", box_cinder_conf, secret=True),
+              *(cf for cf in _CONFIG if cf.name != "cinder.conf"))
+    api = dataclasses.replace(
+        API_SERVICE,
+        description="OpenStack Block Storage API (Cinder, RBD)",
+        config_files=config,
+        command=lambda ctx: osp.gunicorn(ctx, API, "teapot.deploy.wsgi.cinder:application"),
+        env=_box_env,
+        depends_on=("keystone", "mariadb", "rabbitmq"),
+        keystone=osp.registration("volumev3", "cinderv3", "/v3/%(project_id)s", USER),
+        messaging=False,
+        cache=False,
+    )
+    scheduler = osp.worker(api, SCHEDULER, "OpenStack Block Storage scheduler",
+                           osp.command("cinder-scheduler", _conf))
+    volume = osp.worker(api, VOLUME, "OpenStack Block Storage volume service (RBD)",
+                        osp.command("cinder-volume", _conf), depends_on=(API, ceph.MDS))
+    return [api, scheduler, volume]

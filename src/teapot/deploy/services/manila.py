@@ -110,3 +110,81 @@ SHARE_SERVICE = osp.worker(
 )
 
 SERVICES = (API_SERVICE, SCHEDULER_SERVICE, SHARE_SERVICE)
+
+
+# --- Manila in a box (`teapot up --storage`) ----------------------------------------------------
+# The CephFS native driver on the box's Ceph: shares are subvolumes made through the Ceph
+# manager's volumes module, and access rules are cephx users of the tenants. Its database is in
+# the box's MariaDB (Manila's migrations do not run on SQLite); RPC over the box's RabbitMQ.
+
+CEPHFS_BACKEND = "cephfsnative"
+SHARE_TYPE = "cephfs"  # made by the box once the API answers (see deploy.storage_setup)
+
+
+def box_manila_conf(ctx: Context) -> str:
+    from teapot.deploy.services import ceph, infrastructure
+
+    return ini.render(osp.sections(
+        {
+            "DEFAULT": {
+                "use_stderr": True,
+                "state_path": ctx.data_path(PROJECT, "state"),
+                "auth_strategy": "keystone",
+                "api_paste_config": ctx.config_path(PROJECT, "api-paste.ini"),
+                "rootwrap_config": ctx.config_path(PROJECT, "rootwrap.conf"),
+                "enabled_share_backends": [CEPHFS_BACKEND],
+                "enabled_share_protocols": ["CEPHFS"],
+                "default_share_type": SHARE_TYPE,
+                "host": "teapot-box",
+                "osapi_share_workers": 1,
+                # A box stops its services within seconds (then kills them).
+                "graceful_shutdown_timeout": 5,
+                "transport_url": infrastructure.box_messaging_url(ctx),
+            },
+            "database": osp.database(ctx, PROJECT),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
+            "oslo_messaging_notifications": {"driver": "noop"},
+            CEPHFS_BACKEND: {
+                "driver_handles_share_servers": False,
+                "share_backend_name": "CEPHFS",
+                "share_driver": "manila.share.drivers.cephfs.driver.CephFSDriver",
+                "cephfs_conf_path": ceph.conf_path(ctx),
+                "cephfs_auth_id": ceph.MANILA_USER.removeprefix("client."),
+                "cephfs_cluster_name": "ceph",
+                "cephfs_filesystem_name": ceph.FS_NAME,
+                "cephfs_protocol_helper_type": "CEPHFS",
+            },
+        },
+    ))
+
+
+def _box_env(ctx: Context) -> dict[str, str]:
+    return {"TEAPOT_WSGI_CONFIG_FILE": _conf(ctx)}
+
+
+def box_services() -> list:
+    """The API (gunicorn), scheduler and share service of a box, on the box's Ceph."""
+    import dataclasses
+
+    from teapot.deploy.services import ceph
+
+    config = (ConfigFile("manila.conf", box_manila_conf, secret=True),
+              *(cf for cf in _CONFIG if cf.name != "manila.conf"))
+    api = dataclasses.replace(
+        API_SERVICE,
+        description="OpenStack Shared File Systems API (Manila, CephFS)",
+        config_files=config,
+        command=lambda ctx: osp.gunicorn(ctx, API, "teapot.deploy.wsgi.manila:application"),
+        env=_box_env,
+        depends_on=("keystone", "mariadb", "rabbitmq"),
+        keystone=dataclasses.replace(osp.registration("sharev2", "manilav2", "/v2", USER),
+                                     also_types=(("share", "manila"),)),
+        messaging=False,  # the box's RabbitMQ is a dependency of its own
+        cache=False,
+    )
+    scheduler = osp.worker(api, SCHEDULER, "OpenStack Shared File Systems scheduler",
+                           osp.command("manila-scheduler", _conf))
+    share = osp.worker(api, SHARE, "OpenStack Shared File Systems share service (CephFS)",
+                       osp.command("manila-share", _conf), depends_on=(API, ceph.MDS))
+    return [api, scheduler, share]

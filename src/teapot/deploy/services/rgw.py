@@ -88,21 +88,28 @@ def ceph_conf(ctx: Context) -> str:
             "keyring": ctx.config_path(NAME, keyring_file(user)),
             "rgw_frontends": f"beast port={ctx.port(NAME)}",
             "rgw_dns_name": urlsplit(public).hostname,
-            "rgw_keystone_url": ctx.url("keystone"),
-            "rgw_keystone_api_version": 3,
-            "rgw_keystone_admin_user": USER,
-            "rgw_keystone_admin_password": ctx.secret(osp.password_secret(USER)),
-            "rgw_keystone_admin_project": "service",
-            "rgw_keystone_admin_domain": "Default",
-            "rgw_keystone_accepted_roles": "member, admin",
-            "rgw_keystone_accepted_admin_roles": "admin",
-            "rgw_keystone_implicit_tenants": True,
-            "rgw_keystone_token_cache_size": 10000,
-            "rgw_s3_auth_use_keystone": True,
-            "rgw_swift_account_in_url": True,
-            "rgw_swift_versioning_enabled": True,
+            **keystone_options(ctx),
         },
     })
+
+
+def keystone_options(ctx: Context) -> dict:
+    """The gateway's options for Keystone: tokens (Swift) and EC2 credentials (S3) of projects."""
+    return {
+        "rgw_keystone_url": ctx.url("keystone"),
+        "rgw_keystone_api_version": 3,
+        "rgw_keystone_admin_user": USER,
+        "rgw_keystone_admin_password": ctx.secret(osp.password_secret(USER)),
+        "rgw_keystone_admin_project": "service",
+        "rgw_keystone_admin_domain": "Default",
+        "rgw_keystone_accepted_roles": "member, admin",
+        "rgw_keystone_accepted_admin_roles": "admin",
+        "rgw_keystone_implicit_tenants": True,
+        "rgw_keystone_token_cache_size": 10000,
+        "rgw_s3_auth_use_keystone": True,
+        "rgw_swift_account_in_url": True,
+        "rgw_swift_versioning_enabled": True,
+    }
 
 
 def _conf(ctx: Context) -> str:

@@ -215,6 +215,9 @@ class LocalTarget:
                 f"{running.service.name} exited with code {code} while starting; last lines of "
                 f"{running.log}:\n{log_tail(running.log)}"
             )
+        ready = running.service.extra.get("ready")
+        if callable(ready):  # a box-only check of its own (e.g. a cluster set up by the start)
+            return bool(ready(self.ctx))
         readiness = running.service.readiness
         if readiness is None:
             # A server that speaks no HTTP is ready when its port takes connections.
