@@ -119,7 +119,12 @@ class ClusterReconciler:
         if isinstance(step, csm.Claim):
             return self._claim(row, groups, step, generation)
         if isinstance(step, csm.Provision):
-            self._provision(row, groups, hosts, step.hosts)
+            from teapot.drivers.identity import IdentityError
+
+            try:
+                self._provision(row, groups, hosts, step.hosts)
+            except IdentityError as e:  # the catalog, for the storage add-ons
+                return self._credential_failed(row, generation, e)
             return self._save(cluster_id, generation, delay=self.timing.busy,
                               reason=f"provisioning {len(hosts)} host(s)")
         if isinstance(step, csm.Deprovision):
@@ -160,7 +165,13 @@ class ClusterReconciler:
             self.management.delete(row.uuid)
             return self._save(row.id, generation, delay=self.timing.busy)
         if isinstance(step, csm.ApplyObjects):
-            self.management.apply(self._capi_objects(row, groups))
+            from teapot.drivers.identity import IdentityError
+
+            try:
+                objects = self._capi_objects(row, groups)
+            except IdentityError as e:  # the catalog, for the storage add-ons
+                return self._credential_failed(row, generation, e)
+            self.management.apply(objects)
             made = (row.attrs.get("credentials") or {}).get("rotation", 0)
             with self.sm.begin() as session:
                 current = session.get(Cluster, row.id)
@@ -213,9 +224,31 @@ class ClusterReconciler:
             kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
             image=template_image(template),
             control_plane_endpoint={"host": host, "port": int(port or 6443)} if host else None,
-            network=network)
+            network=network, addons=self._addons(row) or None)
 
     # -- storage credentials ---------------------------------------------------------------------
+    def _addons(self, row: Cluster) -> str:
+        """The storage objects the cluster receives (a YAML stream), with its own credentials;
+        "" when it asks for no storage. The endpoints come from the catalog."""
+        from teapot.drivers.bootstrap import storage as addons
+
+        kinds = tuple(row.attrs.get("storage_kinds") or ())
+        creds = json.loads(self.fernet.decrypt(row.secrets)).get("storage")
+        if not kinds or not creds or self.identity is None:
+            return ""
+        catalog = self.identity.catalog(row.project_id)
+        identity_url, region = catalog.get("identity", (self.identity.auth_url, ""))
+        labels = row.attrs.get("labels") or {}
+        return addons.manifest(addons.StorageConfig(
+            kinds=kinds, auth_url=identity_url, region=region or "RegionOne",
+            project_id=row.project_id,
+            application_credential_id=creds["application_credential_id"],
+            application_credential_secret=creds["application_credential_secret"],
+            ec2_access=creds.get("ec2_access"), ec2_secret=creds.get("ec2_secret"),
+            s3_endpoint=catalog.get("s3", (None,))[0],
+            swift_endpoint=catalog.get("object-store", (None,))[0],
+            share_type=labels.get("manila_share_type") or "default"))
+
     def _credential_failed(self, row: Cluster, generation: int, error: Exception) -> bool:
         """Keystone failed: record why, show it in status_reason, retry with a growing delay."""
         failures = row.attrs.get("credential_failures", 0) + 1
@@ -338,10 +371,12 @@ class ClusterReconciler:
         roles = csm.kubeadm_roles([(h.name, role_of.get(h.nodegroup, csm.ROLE_WORKER)) for h in ordered])
         masters = [h for h in ordered if role_of.get(h.nodegroup) == csm.ROLE_MASTER]
         endpoint = f"{host_address(masters[0])}:6443" if masters else ""
+        addons = self._addons(row) if "init" in [roles[n] for n in names] else ""
         for host in hosts:
             if host.name not in names:
                 continue
             node = kubeadm.NodeConfig(
+                addons=addons if roles[host.name] == "init" else "",
                 cluster_name=row.name, node_name=host.name, role=roles[host.name],
                 kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
                 api_endpoint=endpoint, ca=ca, bootstrap_token=secrets["bootstrap_token"],

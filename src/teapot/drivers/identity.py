@@ -152,6 +152,25 @@ class KeystoneCredentials:
                                 f"{_describe(e)}") from None
         return sess
 
+    # -- the catalog as a project sees it --------------------------------------------------------
+    def catalog(self, project_id: str, interface: str = "public") -> dict[str, tuple[str, str]]:
+        """{service type: (URL with the project id filled in, region)} of the catalog's
+        `interface` endpoints, for the objects handed to a project's cluster."""
+        services = {s["id"]: s["type"] for s in self._call(
+            "listing services", "GET", "/services").json()["services"]}
+        out: dict[str, tuple[str, str]] = {}
+        for e in self._call("listing endpoints", "GET", "/endpoints",
+                            params={"interface": interface}).json()["endpoints"]:
+            kind = services.get(e["service_id"])
+            if kind is None or kind in out or not e.get("enabled", True):
+                continue
+            url = e["url"]
+            for placeholder in ("%(project_id)s", "$(project_id)s", "%(tenant_id)s",
+                                "$(tenant_id)s"):
+                url = url.replace(placeholder, project_id)
+            out[kind] = (url, e.get("region_id") or e.get("region") or "")
+        return out
+
     # -- credentials -----------------------------------------------------------------------------
     def create(self, project_id: str, cluster_uuid: str, rotation: int, access_rules: list[dict],
                ec2: bool) -> ClusterCredentials:

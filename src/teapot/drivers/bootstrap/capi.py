@@ -37,6 +37,8 @@ CONTROLPLANE_API_VERSION = "controlplane.cluster.x-k8s.io/v1beta2"
 BOOTSTRAP_API_VERSION = "bootstrap.cluster.x-k8s.io/v1beta2"
 INFRASTRUCTURE_API_VERSION = "infrastructure.cluster.x-k8s.io/v1beta2"
 METAL3_API_VERSION = "metal3.io/v1alpha1"
+ADDONS_API_VERSION = "addons.cluster.x-k8s.io/v1beta2"
+RESOURCE_SET_SECRET_TYPE = "addons.cluster.x-k8s.io/resource-set"
 
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
 DEPLOYMENT_NAME_LABEL = "cluster.x-k8s.io/deployment-name"
@@ -298,6 +300,7 @@ def render(
     image: dict,
     control_plane_endpoint: dict | None = None,
     network: dict | None = None,
+    addons: str | None = None,
 ) -> list[dict]:
     """The Cluster API objects for ``cluster``, all in ``namespace``.
 
@@ -308,6 +311,11 @@ def render(
     MachineDeployment.  Raises ValueError on input that cannot be rendered (unknown host class,
     not exactly one master nodegroup, an even or zero master count, bad CIDRs or version, a
     VLAN id out of range, names or label values Kubernetes would reject).
+
+    ``addons`` (a YAML stream of objects for the workload cluster: its storage add-ons, holding
+    its own credentials) become a Secret of type ``addons.cluster.x-k8s.io/resource-set`` and a
+    ClusterResourceSet selecting only this cluster (by its uuid label), strategy Reconcile: Cluster
+    API applies them once the cluster is up and again whenever the Secret changes (a rotation).
     """
     names = _Names(cluster["name"], cluster["uuid"])
     cluster_name = names.cluster
@@ -479,4 +487,16 @@ def render(
             },
         }
         objects += [infra, bootstrap, deployment]
+    if addons:
+        addons_name = f"{cluster_name}-addons"
+        objects += [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": meta(addons_name),
+             "type": RESOURCE_SET_SECRET_TYPE, "stringData": {"addons.yaml": addons}},
+            {"apiVersion": ADDONS_API_VERSION, "kind": "ClusterResourceSet",
+             "metadata": meta(addons_name),
+             "spec": {"strategy": "Reconcile",
+                      "clusterSelector": {"matchLabels": {
+                          CLUSTER_UUID_LABEL: labels[CLUSTER_UUID_LABEL]}},
+                      "resources": [{"kind": "Secret", "name": addons_name}]}},
+        ]
     return objects

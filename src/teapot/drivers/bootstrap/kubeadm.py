@@ -27,6 +27,8 @@ PKI_DIR = "/etc/kubernetes/pki"
 CA_CERT_PATH = f"{PKI_DIR}/ca.crt"
 CA_KEY_PATH = f"{PKI_DIR}/ca.key"
 KUBEADM_CONFIG_PATH = "/etc/kubernetes/kubeadm.yaml"
+ADDONS_PATH = "/etc/kubernetes/teapot/addons.yaml"
+ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 
 # kubeadm's own default, written out so that nobody has to look it up: a worker added later than
 # this after "init" needs a fresh token (and a new userData).
@@ -62,6 +64,9 @@ class NodeConfig:
     pod_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     ssh_authorized_keys: tuple[str, ...] = ()
+    # Kubernetes objects (one YAML stream) the first control-plane host applies once the cluster
+    # is up: the cluster's storage add-ons. They hold its credentials: only "init" gets them.
+    addons: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -96,6 +101,8 @@ class NodeConfig:
                     ipaddress.ip_network(cidr.strip())
             except ValueError as exc:
                 raise ValueError(f"{name} {value!r} is not a network (CIDR)") from exc
+        if self.addons and self.role != "init":
+            raise ValueError("only the first control-plane host (role init) applies add-ons")
         if isinstance(self.ssh_authorized_keys, str):
             raise TypeError("ssh_authorized_keys is a sequence of keys, not one string")
         object.__setattr__(self, "ssh_authorized_keys", tuple(self.ssh_authorized_keys))
@@ -175,11 +182,19 @@ def user_data(node: NodeConfig) -> str:
             "0600",
         )
     )
+    runcmd: list[Any] = [kubeadm_command(node)]
+    if node.addons:
+        # 0600: the add-ons hold the cluster's storage credentials. Applied once the apiserver
+        # answers (retried for up to ten minutes), server-side so a later apply updates them.
+        files.append(_file(ADDONS_PATH, node.addons, "0600"))
+        runcmd.append(["sh", "-c", "for i in $(seq 60); do kubectl --kubeconfig "
+                       f"{ADMIN_KUBECONFIG} apply --server-side --field-manager=teapot -f "
+                       f"{ADDONS_PATH} && exit 0; sleep 10; done; exit 1"])
     config: dict[str, Any] = {
         "hostname": node.node_name,
         "preserve_hostname": False,
         "write_files": files,
-        "runcmd": [kubeadm_command(node)],
+        "runcmd": runcmd,
     }
     if node.ssh_authorized_keys:
         config["ssh_authorized_keys"] = list(node.ssh_authorized_keys)

@@ -20,6 +20,8 @@ LOG = logging.getLogger(__name__)
 ATTACHMENT = (capi.METAL3_API_VERSION, "HostNetworkAttachment")
 HOST = (capi.METAL3_API_VERSION, "BareMetalHost")
 KINDS = [
+    (capi.ADDONS_API_VERSION, "ClusterResourceSet"),
+    ("v1", "Secret"),  # the ClusterResourceSet's add-ons
     (capi.CLUSTER_API_VERSION, "MachineDeployment"),
     (capi.BOOTSTRAP_API_VERSION, "KubeadmConfigTemplate"),
     (capi.CONTROLPLANE_API_VERSION, "KubeadmControlPlane"),
