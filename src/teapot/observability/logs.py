@@ -84,6 +84,7 @@ def setup(fmt: str = "text", level: int = logging.INFO, stream=None) -> logging.
         root.removeHandler(old)
     root.addHandler(new)
     root.setLevel(level)
+    logging.captureWarnings(True)  # libraries' warnings are records too, in the same format
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
     if fmt == "json":

@@ -146,6 +146,17 @@ def ovs_transactions(operations: list[list[str]]) -> list[str]:
     return lines
 
 
+def _load_ngs() -> None:
+    """Import networking-generic-switch once. Its batching module registers an exit hook that waits
+    for a thread pool Teapot never uses (commands are batched here, in one session) and logs an
+    error on every exit; Teapot takes that hook out."""
+    import atexit
+
+    from networking_generic_switch import batching
+
+    atexit.unregister(batching._wait_for_threads)
+
+
 class NgsSwitch:
     """One switch, configured through networking-generic-switch's driver for its device type."""
 
@@ -159,6 +170,7 @@ class NgsSwitch:
         self._lock = threading.Lock()
         self.sessions = 0  # configuration sessions opened on the switch
         try:
+            _load_ngs()
             from networking_generic_switch import devices
 
             self._device = devices.device_manager(dict(config), name)
