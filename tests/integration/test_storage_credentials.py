@@ -175,7 +175,7 @@ def test_cluster_credentials_lifecycle(box, people):
     rules = {(r["service"], r["method"]) for r in access._data["token"]["application_credential"]
              ["access_rules"]}
     assert ("sharev2", "POST") in rules and ("object-store", "PUT") in rules
-    assert not {s for s, _ in rules} - {"sharev2", "object-store"}
+    assert not {s for s, _ in rules} - {"sharev2", "share", "object-store"}
 
     # outside its access rules it is refused: Keystone's API, Teapot's API
     token = cred.get_token()

@@ -43,13 +43,19 @@ def test_bad_storage_labels_name_the_label(labels, field):
 
 def test_access_rules_name_only_the_storage_asked_for():
     file_rules = storage.access_rules((storage.FILE,))
-    assert {r["service"] for r in file_rules} == {"sharev2"}
+    assert {r["service"] for r in file_rules} == {"sharev2", "share"}
+    assert {"service": "sharev2", "method": "GET", "path": "/v2/"} in file_rules
     assert {"service": "sharev2", "method": "POST", "path": "/v2/shares/*/action"} in file_rules
     assert {"service": "sharev2", "method": "POST", "path": "/v2/*/shares/*/action"} in file_rules
     both = storage.access_rules((storage.FILE, storage.OBJECT))
-    assert {r["service"] for r in both} == {"sharev2", "object-store"}
+    assert {r["service"] for r in both} == {"sharev2", "share", "object-store"}
+    # Swift's and RGW's paths to the project's account only
+    swift = [r["path"] for r in both if r["service"] == "object-store"]
+    assert "/v1/AUTH_*/**" in swift and "/swift/v1/AUTH_*/**" in swift
+    assert all("/AUTH_*" in p for p in swift)
     every = storage.access_rules((storage.FILE, storage.OBJECT, storage.BLOCK, storage.KEYS))
-    assert {r["service"] for r in every} == {"sharev2", "object-store", "volumev3", "key-manager"}
+    assert {r["service"] for r in every} == {"sharev2", "share", "object-store", "volumev3",
+                                            "block-storage", "key-manager"}
     assert storage.access_rules(()) == []
     # nothing of Keystone, compute or networking, and every rule is a method and an absolute path
     assert not {r["service"] for r in every} & {"identity", "compute", "network", "container-infra"}

@@ -60,9 +60,10 @@ _MANILA = [
     ("POST", "/v2/snapshots"), ("GET", "/v2/snapshots/*"), ("DELETE", "/v2/snapshots/*"),
     ("GET", "/v2/availability-zones"),
 ]
-# Swift: the project's containers and objects (its account), nothing of the cluster's info API.
-_SWIFT = [(method, path) for method in ("GET", "HEAD", "PUT", "POST", "DELETE")
-          for path in ("/v1/*", "/v1/*/**")]
+# Swift: the project's account, containers and objects (Swift itself, and RGW's Swift API under
+# /swift), nothing of the cluster-wide info API.
+_SWIFT = [(method, f"{prefix}/v1/AUTH_*{rest}") for method in ("GET", "HEAD", "PUT", "POST", "DELETE")
+          for prefix in ("", "/swift") for rest in ("", "/**")]
 # Cinder v3 without Nova: the volumes the cluster's hosts attach, and their attachments.
 _CINDER = [
     ("GET", "/v3/volumes/*"), ("GET", "/v3/volumes/detail"), ("POST", "/v3/attachments"),
@@ -73,19 +74,38 @@ _CINDER = [
 _BARBICAN = [("GET", "/v1/secrets/*"), ("GET", "/v1/secrets/*/payload")]
 
 
+# Clients first ask the API's version documents (microversion discovery).
+_VERSIONS = {"sharev2": "v2", "share": "v2", "volumev3": "v3", "block-storage": "v3",
+             "key-manager": "v1"}
+# The service types a service's own keystonemiddleware may be configured with
+# ([keystone_authtoken] service_type), which it compares with the rules' service.
+SERVICE_TYPES = {FILE: ("sharev2", "share"), OBJECT: ("object-store",),
+                 BLOCK: ("volumev3", "block-storage"), KEYS: ("key-manager",)}
+
+
+def _versions(service: str) -> list[dict]:
+    version = _VERSIONS[service]
+    return [{"service": service, "method": "GET", "path": p}
+            for p in ("/", f"/{version}", f"/{version}/")]
+
+
 def access_rules(kinds: tuple[str, ...]) -> list[dict]:
     """Keystone access rules for a credential used by the plugins of these kinds of storage."""
     rules: list[dict] = []
     if FILE in kinds:
-        for service in ("sharev2",):
+        for service in SERVICE_TYPES[FILE]:
+            rules += _versions(service)
             for method, path in _MANILA:
                 rules += _both(service, method, path)
     if OBJECT in kinds:
         rules += [{"service": "object-store", "method": m, "path": p} for m, p in _SWIFT]
     if BLOCK in kinds:
-        for method, path in _CINDER:
-            rules += _both("volumev3", method, path)
+        for service in SERVICE_TYPES[BLOCK]:
+            rules += _versions(service)
+            for method, path in _CINDER:
+                rules += _both(service, method, path)
     if KEYS in kinds:
+        rules += _versions("key-manager")
         rules += [{"service": "key-manager", "method": m, "path": p} for m, p in _BARBICAN]
     return rules
 
