@@ -200,3 +200,50 @@ def test_unreachable_keystone_is_retried_with_a_growing_delay(sm):
 
     shown = storage_view(row.attrs)
     assert shown["credential"] == "error" and "looking up project" in shown["error"]
+
+
+# -- the API ---------------------------------------------------------------------------------------
+def _api_cluster(sm, project: str, status: str = csm.CREATE_COMPLETE, **attrs) -> str:
+    uuid = str(uuidlib.uuid4())
+    with sm.begin() as s:
+        s.add(Cluster(uuid=uuid, name="api", project_id=project, user_id="u",
+                      cluster_template_id=str(uuidlib.uuid4()), status=status, status_reason=None,
+                      attrs={"labels": {}, **attrs}, ca_cert=b"", ca_key=b"", secrets=b"",
+                      deleting=False, generation=1, next_attempt_at=1e12, lease_expires_at=0.0,
+                      created_at=time.time()))
+    return uuid
+
+
+def test_rotate_credentials_action(client, sm):
+    from tests.unit.conftest import call
+
+    made = {"rotation": 1, "application_credential_id": "ac-1", "ec2_access": "ak-1",
+            "user_id": "teapot-user"}
+    uuid = _api_cluster(sm, "p-one", storage_kinds=["file", "object"], credential_rotation=1,
+                        credentials=made)
+    path = f"/v1/clusters/{uuid}/actions/rotate_credentials"
+    shown = call(client, "alice", "GET", f"/v1/clusters/{uuid}").json()
+    assert shown["storage"] == {"kinds": ["file", "object"], "credential": "ready",
+                                "application_credential_id": "ac-1", "ec2_access": "ak-1",
+                                "rotation": 1}
+    assert shown["health_status_reason"]["storage"].startswith("file (manila-csi, CephFS)")
+    assert call(client, "rita", "POST", path, json={}).status_code == 403  # a reader
+    assert call(client, "bob", "POST", path, json={}).status_code == 404  # another project
+    bad = call(client, "alice", "POST", path, json={"force": True})
+    assert bad.status_code == 400 and "force" in bad.text
+    done = call(client, "alice", "POST", path, json={})
+    assert done.status_code == 202 and done.json() == {"uuid": uuid}
+    with sm() as s:
+        row = s.query(Cluster).filter_by(uuid=uuid).one()
+        assert row.attrs["credential_rotation"] == 2 and row.next_attempt_at == 0.0
+    assert call(client, "alice", "GET", f"/v1/clusters/{uuid}").json()["storage"][
+        "credential"] == "pending"
+
+    plain = _api_cluster(sm, "p-one")
+    refused = call(client, "alice", "POST", f"/v1/clusters/{plain}/actions/rotate_credentials",
+                   json={})
+    assert refused.status_code == 400 and "asks for no storage" in refused.text
+    failed = _api_cluster(sm, "p-one", status=csm.CREATE_FAILED, storage_kinds=["file"],
+                          credential_rotation=1)
+    assert call(client, "alice", "POST", f"/v1/clusters/{failed}/actions/rotate_credentials",
+                json={}).status_code == 409

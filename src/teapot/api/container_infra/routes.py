@@ -495,6 +495,8 @@ def rotate_credentials(request: Request) -> Response:
         row = _cluster(session, request, project, "container-infra:cluster:update")
         if row.deleting:
             raise APIError(409, f"cluster {row.name} is being deleted")
+        if row.status == csm.CREATE_FAILED:
+            raise APIError(409, f"cluster {row.name} failed to be created: delete it")
         if not row.attrs.get("storage_kinds"):
             raise APIError(400, f"cluster {row.name} asks for no storage (labels "
                                 f"{', '.join(storage.LABELS)}): it has no credentials to rotate")
