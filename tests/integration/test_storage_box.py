@@ -1,19 +1,21 @@
 """Storage in the box: `teapot up --storage` runs Ceph (mon, mgr, OSD on a sparse file, MDS, RADOS
 Gateway), RabbitMQ, Manila (CephFS), Cinder (RBD) and Barbican, registered in Keystone's catalog.
 
-Everything goes through the catalog with real tokens of the demo user (openstacksdk, boto3): a
-CephFS share and its cephx access rule, an RBD volume (seen in Ceph itself), an S3 bucket with
-the user's EC2 credentials and a Swift container with its token (the same RGW account), a Barbican
-secret. The box stops without leaving a Ceph daemon, and a second start on the same state
+Everything goes through the catalog with real tokens of the demo user (openstacksdk): a CephFS
+share and its cephx access rule, an RBD volume (seen in Ceph itself), an S3 bucket with the user's
+EC2 credentials (minio's client) and a Swift container with its token (the same RGW account), a
+Barbican secret. The box stops without leaving a Ceph daemon, and a second start on the same state
 directory (without --storage: it is remembered) still has the share and the volume.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import stat
 import uuid
+from urllib.parse import urlsplit
 
 import openstack
 import pytest
@@ -139,31 +141,30 @@ def test_a_cinder_volume_becomes_available_as_an_rbd_image(sbox, demo):
 
 
 def test_s3_with_ec2_credentials_and_swift_with_a_token_reach_one_account(sbox, demo):
-    import boto3
-    from botocore.exceptions import ClientError
+    from minio import Minio
+    from minio.error import S3Error
 
     access, secret = uuid.uuid4().hex, uuid.uuid4().hex
     demo.identity.create_credential(type="ec2", user_id=demo.current_user_id,
                                     project_id=demo.current_project_id,
                                     blob=json.dumps({"access": access, "secret": secret}))
-    endpoint = demo.session.get_endpoint(service_type="s3", interface="public")
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
-                      aws_secret_access_key=secret, region_name="us-east-1")
-    s3.create_bucket(Bucket="box-bucket")
-    s3.put_object(Bucket="box-bucket", Key="greeting", Body=b"hello from s3")
-    assert s3.get_object(Bucket="box-bucket", Key="greeting")["Body"].read() == b"hello from s3"
+    endpoint = urlsplit(demo.session.get_endpoint(service_type="s3", interface="public")).netloc
+    s3 = Minio(endpoint, access_key=access, secret_key=secret, secure=False, region="us-east-1")
+    s3.make_bucket("box-bucket")
+    body = b"hello from s3"
+    s3.put_object("box-bucket", "greeting", io.BytesIO(body), len(body))
+    assert s3.get_object("box-bucket", "greeting").read() == body
     # The Swift API sees the same project's account, with a Keystone token.
-    assert demo.object_store.download_object("greeting", container="box-bucket") == \
-        b"hello from s3"
+    assert demo.object_store.download_object("greeting", container="box-bucket") == body
     demo.object_store.create_container(name="box-container")
     demo.object_store.upload_object(container="box-container", name="o", data=b"from swift")
-    assert s3.get_object(Bucket="box-container", Key="o")["Body"].read() == b"from swift"
+    assert s3.get_object("box-container", "o").read() == b"from swift"
     # A wrong secret is refused.
-    wrong = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
-                         aws_secret_access_key=secret[::-1], region_name="us-east-1")
-    with pytest.raises(ClientError) as refused:
-        wrong.list_objects_v2(Bucket="box-bucket")
-    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    wrong = Minio(endpoint, access_key=access, secret_key=secret[::-1], secure=False,
+                  region="us-east-1")
+    with pytest.raises(S3Error) as refused:
+        wrong.get_object("box-bucket", "greeting")
+    assert refused.value.response.status == 403
 
 
 def test_a_barbican_secret_round_trips(sbox, demo):
