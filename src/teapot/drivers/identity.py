@@ -116,7 +116,12 @@ class KeystoneCredentials:
         else:
             body = {"user": {"name": name, "domain_id": self.domain, "enabled": True,
                              "default_project_id": project_id, "password": self._password(project_id),
-                             "description": "Teapot: owns the project's cluster credentials"}}
+                             "description": "Teapot: owns the project's cluster credentials",
+                             # Teapot alone logs in as this user, with a derived password: the
+                             # cloud's password rules for people must not lock it out.
+                             "options": {"ignore_password_expiry": True,
+                                         "ignore_lockout_failure_attempts": True,
+                                         "ignore_change_password_upon_first_use": True}}}
             resp = self._call("creating the project's user", "POST", "/users", json=body,
                               ok=(201, 409))
             if resp.status_code == 409:  # made meanwhile by another conductor
