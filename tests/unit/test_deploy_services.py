@@ -202,6 +202,9 @@ def test_keystone_conf(ctx):
     assert conf["fernet_tokens"]["key_repository"] == ctx.data_path("keystone", "fernet-keys")
     assert "log_file" not in conf["DEFAULT"]
     assert conf["identity"]["password_hash_rounds"] == "4"  # the box profile
+    # several workers and no shared cache: a per-worker cache would accept what another worker
+    # deleted or revoked (an application credential, a token)
+    assert conf["cache"]["enabled"] == "false" and "backend" not in conf["cache"]
 
 
 def test_keystone_conf_outside_a_box_keeps_the_hash_rounds(tmp_path):

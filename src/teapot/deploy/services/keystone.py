@@ -30,7 +30,9 @@ def _kubernetes(ctx: Context) -> bool:
 def _cache(ctx: Context) -> dict:
     servers = ctx.cache_servers()
     if servers is None:
-        return {"enabled": True, "backend": "dogpile.cache.memory"}
+        # Keystone runs several workers: a cache of each process's own would let one of them
+        # accept a credential or token another has deleted or revoked. No shared cache, no cache.
+        return {"enabled": False}
     return {"enabled": True, "backend": "dogpile.cache.pymemcache", "memcache_servers": servers}
 
 
