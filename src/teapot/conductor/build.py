@@ -59,26 +59,22 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
 
 
-def _registry(conf: cfg.ConfigOpts) -> NeutronRegistry | None:
-    """Neutron, when the catalog has it: tenant networks become provider networks there."""
+def _service_session(conf: cfg.ConfigOpts):
+    """A keystoneauth session of Teapot's service user ([keystone_authtoken])."""
     from keystoneauth1 import session
     from keystoneauth1.identity import v3
-
-    from teapot.drivers.neutron import NeutronNetworks
 
     ka = conf.keystone_authtoken
     auth = v3.Password(auth_url=ka.auth_url, username=ka.username, password=ka.password,
                        project_name=ka.project_name, user_domain_name=ka.user_domain_name,
                        project_domain_name=ka.project_domain_name)
-    sess = session.Session(auth=auth, timeout=30)
-    try:
-        if not NeutronNetworks.available(sess):
-            return None
-    except Exception as e:  # Keystone unreachable: networks stay Teapot's own until a restart
-        LOG.warning("cannot tell whether the cloud has Neutron (%s); not registering networks", e)
-        return None
-    LOG.info("the catalog has a network service: tenant networks are registered in Neutron")
-    return NeutronRegistry(sess, conf.network.physical_network)
+    return session.Session(auth=auth, timeout=30)
+
+
+def _registry(conf: cfg.ConfigOpts) -> NeutronRegistry:
+    """Neutron, once the catalog has it: tenant networks become provider networks there, made by
+    Teapot's service user (admin in its project)."""
+    return NeutronRegistry(_service_session(conf), conf.network.physical_network)
 
 
 def _identity(conf: cfg.ConfigOpts):
@@ -86,16 +82,9 @@ def _identity(conf: cfg.ConfigOpts):
     users' passwords are derived from the secrets key file (nothing more is stored)."""
     from pathlib import Path
 
-    from keystoneauth1 import session
-    from keystoneauth1.identity import v3
-
     from teapot.drivers.identity import KeystoneCredentials
 
-    ka = conf.keystone_authtoken
-    auth = v3.Password(auth_url=ka.auth_url, username=ka.username, password=ka.password,
-                       project_name=ka.project_name, user_domain_name=ka.user_domain_name,
-                       project_domain_name=ka.project_domain_name)
-    return KeystoneCredentials(session.Session(auth=auth, timeout=30), ka.auth_url,
+    return KeystoneCredentials(_service_session(conf), conf.keystone_authtoken.auth_url,
                                Path(conf.secrets.key_file).read_bytes())
 
 

@@ -30,24 +30,43 @@ class Registry(Protocol):
 
 class NeutronRegistry:
     """Tenant networks as Neutron provider networks (`teapot-<network uuid>`), owned by and shared
-    with their project only; used when the catalog has a network service."""
+    with their project only, whenever the catalog has a network service. The catalog is looked at
+    again (a new token) at most every `recheck` seconds while it has none: Neutron may be
+    registered after the conductor started."""
 
-    def __init__(self, session, physical_network: str):
-        from teapot.drivers.neutron import NeutronNetworks
-
+    def __init__(self, session, physical_network: str, recheck: float = 10.0):
         self.session = session
         self.physical_network = physical_network
-        self.neutron = NeutronNetworks(session)
+        self.recheck = recheck
+        self._neutron = None
+        self._looked = -recheck
+
+    def _client(self):
+        from teapot.drivers.neutron import NeutronNetworks
+
+        now = time.monotonic()
+        if self._neutron is None and now - self._looked >= self.recheck:
+            self._looked = now
+            self.session.invalidate()  # the catalog comes with the next token
+            if NeutronNetworks.available(self.session):
+                LOG.info("the catalog has a network service: tenant networks go to Neutron")
+                self._neutron = NeutronNetworks(self.session)
+        return self._neutron
 
     @staticmethod
     def name(network_uuid: str) -> str:
         return f"teapot-{network_uuid}"
 
-    def ensure(self, project_id: str, name: str, vlan: int, network_uuid: str) -> str:
-        return self.neutron.ensure(project_id, self.name(network_uuid), vlan, self.physical_network)
+    def ensure(self, project_id: str, name: str, vlan: int, network_uuid: str) -> str | None:
+        neutron = self._client()
+        if neutron is None:
+            return None
+        return neutron.ensure(project_id, self.name(network_uuid), vlan, self.physical_network)
 
     def remove(self, network_uuid: str) -> None:
-        self.neutron.remove(self.name(network_uuid))
+        neutron = self._client()
+        if neutron is not None:
+            neutron.remove(self.name(network_uuid))
 
 
 class NetworkReconciler:
