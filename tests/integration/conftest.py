@@ -26,10 +26,12 @@ TEAPOT = str(VENV_BIN / "teapot")
 SERVICES = ("keystone", "ironic", "sushy-emulator", "teapot-api", "teapot-conductor")
 
 
-def _free_base() -> int:
+def _free_base(count: int = len(SERVICES)) -> int:
+    """The first of `count` consecutive free loopback ports."""
+    step = 10 * -(-count // 10)
     for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        if all(_port_free(base + i) for i in range(len(SERVICES))):
+        base = random.randrange(20000, 40000, step)
+        if all(_port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port range")
 

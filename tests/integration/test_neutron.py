@@ -10,7 +10,6 @@ leaves one network; removing it removes the network and its RBAC policies.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import threading
 import uuid
@@ -23,7 +22,7 @@ from keystoneauth1.identity import v3
 from teapot.deploy import keystone_setup
 from teapot.drivers.neutron import NeutronError, NeutronNetworks
 
-from .conftest import VENV_BIN, Box, _port_free
+from .conftest import VENV_BIN, Box, _free_base, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +31,10 @@ PHYSNET = "physnet1"
 BOX_PORTS = 7  # the five services of a box, MariaDB and Neutron
 
 
-def _free_base() -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        if all(_port_free(base + i) for i in range(BOX_PORTS)):
-            return base
-    raise RuntimeError("no free port range")
-
 
 @pytest.fixture(scope="module")
 def nbox(tmp_path_factory):
-    b = Box(tmp_path_factory.mktemp("neutron-box"), hosts=1, port_base=_free_base(),
+    b = Box(tmp_path_factory.mktemp("neutron-box"), hosts=1, port_base=_free_base(BOX_PORTS),
             args=("--with-neutron",))
     try:
         b.start(timeout=600)
@@ -255,7 +247,7 @@ def test_a_teapot_network_is_a_neutron_network_of_its_project_until_deleted(nbox
     deleting it in Teapot removes it from Neutron."""
     import httpx
 
-    from .conftest import wait_for
+
 
     demo = _session(nbox, "demo", nbox.cloud_auth("teapot-demo")["password"], "demo")
     api = nbox.url("teapot-api") + "/v1/networks"

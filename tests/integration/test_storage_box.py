@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import stat
 import uuid
 from urllib.parse import urlsplit
@@ -22,7 +21,7 @@ import pytest
 import requests
 import yaml
 
-from .conftest import Box, _alive, _port_free, wait_for
+from .conftest import Box, _alive, _free_base, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +33,10 @@ CEPH = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds", "rgw")
 MANILA = {"X-OpenStack-Manila-API-Version": "2.65"}
 
 
-def _free_base() -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 50)
-        if all(_port_free(base + i) for i in range(BOX_PORTS)):
-            return base
-    raise RuntimeError("no free port range")
-
 
 @pytest.fixture(scope="module")
 def sbox(tmp_path_factory):
-    b = Box(tmp_path_factory.mktemp("storage-box"), hosts=1, port_base=_free_base(),
+    b = Box(tmp_path_factory.mktemp("storage-box"), hosts=1, port_base=_free_base(BOX_PORTS),
             args=("--storage", "--no-switch"))
     try:
         b.start(timeout=900)
