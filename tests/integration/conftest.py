@@ -186,6 +186,21 @@ def box(tmp_path_factory):
         yield b
 
 
+# The five services of a box, MariaDB, Neutron, the nine storage ports and the Ceph daemons' range
+# (which starts at the last of those).
+STORAGE_BOX_PORTS = 7 + 9 + 29
+
+
+@pytest.fixture(scope="session")
+def storage_box(tmp_path_factory):
+    """One box with `--storage` (Ceph, Manila, Cinder, Barbican) for the session, 2 hosts, no
+    switch. Its modules share it; one of them restarts it and leaves it running."""
+    b = Box(tmp_path_factory.mktemp("storage-box"), hosts=2, port_base=_free_base(STORAGE_BOX_PORTS),
+            args=("--storage", "--no-switch"))
+    with running(b, timeout=900):
+        yield b
+
+
 @pytest.fixture
 def admin(box):
     from teapot.cli.client import TeapotClient

@@ -21,13 +21,10 @@ import pytest
 import requests
 import yaml
 
-from .conftest import Box, _alive, _free_base, wait_for
+from .conftest import Box, _alive, wait_for
 
 pytestmark = pytest.mark.integration
 
-# The five services of a box, MariaDB, Neutron, the nine storage ports and the Ceph daemons' range
-# (which starts at the last of those).
-BOX_PORTS = 7 + 9 + 29
 STORAGE_TYPES = ("sharev2", "share", "volumev3", "object-store", "s3", "key-manager")
 CEPH = ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds", "rgw")
 MANILA = {"X-OpenStack-Manila-API-Version": "2.65"}
@@ -35,14 +32,8 @@ MANILA = {"X-OpenStack-Manila-API-Version": "2.65"}
 
 
 @pytest.fixture(scope="module")
-def sbox(tmp_path_factory):
-    b = Box(tmp_path_factory.mktemp("storage-box"), hosts=1, port_base=_free_base(BOX_PORTS),
-            args=("--storage", "--no-switch"))
-    try:
-        b.start(timeout=900)
-        yield b
-    finally:
-        b.stop()
+def sbox(storage_box):
+    return storage_box
 
 
 def _connect(box: Box, cloud: str):
@@ -198,7 +189,7 @@ def test_the_box_stops_clean_and_a_restart_keeps_the_share(sbox, demo):
 
     # Started again without --storage: the box remembers it.
     sbox.args = ("--no-switch",)
-    sbox.start(timeout=900)
+    sbox.start(timeout=900)  # left running for the session's other storage tests
     again = _connect(sbox, "teapot-demo")
     share = again.shared_file_system.get_share(shares["box-share"])
     assert share.status == "available"
