@@ -201,6 +201,25 @@ def storage_box(tmp_path_factory):
         yield b
 
 
+@pytest.fixture(scope="session")
+def tenant_clusters(storage_box):
+    """{"demo": TenantCluster, "other": TenantCluster}: one cluster asking for every kind of
+    storage in each of two projects on the storage box, CREATE_COMPLETE, with its stored
+    credentials; also "people": sessions of demo, other, viewer (reader of demo) and admin."""
+    from . import storage
+
+    people = storage.people(storage_box)
+    made = {who: storage.create_cluster(storage_box, people[who], f"tenant-{who}",
+                                        storage.ALL_STORAGE) for who in ("demo", "other")}
+    out: dict = {"people": people}
+    for who, uuid in made.items():
+        info = storage.settled(storage_box, people[who], uuid)
+        assert info["storage"]["credential"] == "ready", info["storage"]
+        out[who] = storage.TenantCluster(uuid, people[who].get_project_id(), people[who],
+                                         storage.stored_credentials(storage_box, uuid), info)
+    return out
+
+
 @pytest.fixture
 def admin(box):
     from teapot.cli.client import TeapotClient

@@ -8,99 +8,33 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 import subprocess
 
 import httpx
 import kubernetes_validate
 import pytest
-import yaml
-from cryptography.fernet import Fernet
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session
-from keystoneauth1.identity import v3
 
-from teapot.deploy.keystone_setup import admin_connection, ensure_user
-
+from . import storage
 from .conftest import wait_for
+from .storage import HEADERS
 
-IMAGE = "https://images.example/ubuntu-2404-k8s.raw"
 STORAGE = {"manila_csi_enabled": "true", "object_storage_enabled": "true"}
-HEADERS = {"OpenStack-API-Version": "container-infra 1.14"}
-
-
-def _session(box, user: str, password: str, project: str) -> session.Session:
-    return session.Session(auth=v3.Password(
-        auth_url=box.url("keystone") + "/v3", username=user, password=password,
-        project_name=project, user_domain_name="Default", project_domain_name="Default"))
 
 
 @pytest.fixture(scope="module")
 def people(box):
-    conn = admin_connection(box.url("keystone") + "/v3", box.secret("admin-password"))
-    ensure_user(conn, "store-other", "store-other-password", "store-other", ["member"])
-    ensure_user(conn, "store-viewer", "store-viewer-password", "demo", ["reader"])
-    return {"demo": _session(box, "demo", box.cloud_auth("teapot-demo")["password"], "demo"),
-            "other": _session(box, "store-other", "store-other-password", "store-other"),
-            "viewer": _session(box, "store-viewer", "store-viewer-password", "demo"),
-            "admin": _session(box, "admin", box.secret("admin-password"), "admin")}
-
-
-def _api(box, sess: session.Session, method: str, path: str, **kw) -> httpx.Response:
-    return httpx.request(method, box.url("teapot-api") + path, timeout=30,
-                         headers={**HEADERS, "X-Auth-Token": sess.get_token()}, **kw)
+    return storage.people(box)
 
 
 def _create(box, sess, name: str, labels: dict | None = None) -> str:
-    template = _api(box, sess, "POST", "/v1/clustertemplates", json={
-        "name": f"{name}-t", "image_id": IMAGE, "coe": "kubernetes", "flavor_id": "baremetal",
-        "master_flavor_id": "baremetal", "labels": {"image_checksum": "34" * 32}})
-    assert template.status_code == 201, template.text
-    made = _api(box, sess, "POST", "/v1/clusters", json={
-        "name": name, "cluster_template_id": template.json()["uuid"], "master_count": 1,
-        "node_count": 0, "labels": STORAGE if labels is None else labels})
-    assert made.status_code == 202, made.text
-    return made.json()["uuid"]
+    return storage.create_cluster(box, sess, name, STORAGE if labels is None else labels)
 
 
-def _show(box, sess, uuid: str) -> dict:
-    r = _api(box, sess, "GET", f"/v1/clusters/{uuid}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _stored(box, uuid: str) -> dict:
-    """The cluster's credential secrets as the conductor stored them (encrypted at rest)."""
-    key = (box.state_dir / "data" / "teapot" / "secret.key").read_bytes().strip()
-    db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
-    try:
-        (blob,) = db.execute("SELECT secrets FROM clusters WHERE uuid = ?", (uuid,)).fetchone()
-    finally:
-        db.close()
-    assert b"application_credential_secret" not in blob  # encrypted, not JSON
-    return json.loads(Fernet(key).decrypt(blob))["storage"]
-
-
-def _addons_of(box, uuid: str) -> list[dict]:
-    """The add-on objects in the user data of the cluster's hosts (only one host may have any)."""
-    key = (box.state_dir / "data" / "teapot" / "secret.key").read_bytes().strip()
-    db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
-    try:
-        rows = db.execute("SELECT user_data FROM hosts WHERE cluster_uuid = ?", (uuid,)).fetchall()
-    finally:
-        db.close()
-    found = []
-    for (blob,) in rows:
-        doc = yaml.safe_load(Fernet(key).decrypt(blob))
-        found += [f["content"] for f in doc["write_files"] if f["path"].endswith("addons.yaml")]
-    assert len(found) == 1, f"{len(found)} hosts carry add-ons"
-    return list(yaml.safe_load_all(found[0]))
-
-
-def _app_session(box, cred_id: str, secret: str) -> session.Session:
-    return session.Session(auth=v3.ApplicationCredential(
-        auth_url=box.url("keystone") + "/v3", application_credential_id=cred_id,
-        application_credential_secret=secret))
+_api, _show, _stored, _addons_of = storage.api, storage.show, storage.stored_credentials, \
+    storage.addons_of
+_session, _app_session = storage.user_session, storage.app_session
 
 
 def _refused(sess: session.Session) -> bool:
