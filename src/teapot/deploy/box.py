@@ -148,14 +148,18 @@ class Box:
         self.write_clouds()
 
     def setup_storage(self) -> None:
-        """Manila's share type; then wait until Manila and Cinder have their Ceph back-ends."""
-        from teapot.deploy.services import manila
+        """Manila's share type, Cinder's encrypted volume type; then wait until Manila and Cinder
+        have their Ceph back-ends."""
+        from teapot.deploy.services import cinder, manila
 
         conn = keystone_setup.admin_connection(self.ctx.url("keystone") + "/v3",
                                                self.ctx.secret("admin-password"))
         try:
             storage_setup.ensure_share_type(conn, self.ctx.url("manila-api"), manila.SHARE_TYPE,
                                             "CEPHFS")
+            storage_setup.ensure_encrypted_volume_type(
+                conn, self.ctx.url("cinder-api"), cinder.ENCRYPTED_TYPE, cinder.RBD_BACKEND,
+                cinder.ENCRYPTION)
             storage_setup.wait_backends(conn, self.ctx.url("manila-api"),
                                         self.ctx.url("cinder-api"),
                                         stop=self.stop_requested.is_set,

@@ -56,6 +56,26 @@ def ensure_share_type(conn, manila_url: str, name: str, backend: str) -> None:
           f"create share type {name}")
 
 
+def ensure_encrypted_volume_type(conn, cinder_url: str, name: str, backend: str,
+                                 encryption: dict) -> None:
+    """A public volume type on `backend` whose volumes are encrypted as `encryption` says, made
+    once; its keys are made in Barbican by Cinder, one per volume."""
+    base = f"{cinder_url}/v3/{conn.current_project_id}/types"
+    types = _json(conn.session.get(base, raise_exc=False, params={"is_public": "None"}),
+                  "list volume types")["volume_types"]
+    found = next((t for t in types if t["name"] == name), None)
+    if found is None:
+        found = _json(conn.session.post(base, raise_exc=False, json={"volume_type": {
+            "name": name, "os-volume-type-access:is_public": True,
+            "description": "LUKS-encrypted volumes, keys in Barbican",
+            "extra_specs": {"volume_backend_name": backend}}}), f"create volume type {name}"
+        )["volume_type"]
+    url = f"{base}/{found['id']}/encryption"
+    if not _json(conn.session.get(url, raise_exc=False), f"encryption of {name}"):
+        _json(conn.session.post(url, raise_exc=False, json={"encryption": encryption}),
+              f"encrypt volume type {name}")
+
+
 def _services_up(conn, url: str, binaries: set[str], headers: dict | None = None) -> bool:
     """Whether every one of `binaries` reports itself up (from the database: no RPC)."""
     r = conn.session.get(url, raise_exc=False, headers=headers, timeout=10)

@@ -63,9 +63,14 @@ def keystone_url(ctx: Context) -> str:
     return ctx.url("keystone") + "/v3"
 
 
-def keystone_authtoken(ctx: Context, user: str) -> dict[str, Any]:
-    """[keystone_authtoken] of keystonemiddleware, validating tokens as service user `user`."""
+def keystone_authtoken(ctx: Context, user: str,
+                       service_type: str | None = None) -> dict[str, Any]:
+    """[keystone_authtoken] of keystonemiddleware, validating tokens as service user `user`.
+
+    `service_type` is the catalog type the service's access rules name: without it keystonemiddleware
+    refuses every token of an application credential with access rules (the clusters' own)."""
     return {
+        "service_type": service_type,
         "www_authenticate_uri": ctx.public_url("keystone") + "/v3",
         "auth_url": keystone_url(ctx),
         "auth_type": "password",

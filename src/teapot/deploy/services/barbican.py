@@ -29,7 +29,7 @@ def barbican_conf(ctx: Context) -> str:
         "secretstore": {"enabled_secretstore_plugins": ["store_crypto"]},
         "crypto": {"enabled_crypto_plugins": ["simple_crypto"]},
         "simple_crypto_plugin": {"kek": kek(ctx)},
-        "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+        "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "key-manager"),
         "oslo_messaging_notifications": {"driver": "noop"},
     })
 

@@ -120,6 +120,11 @@ SERVICES = (API_SERVICE, SCHEDULER_SERVICE, VOLUME_SERVICE)
 # attachments API with a connector.
 
 RBD_BACKEND = "ceph"
+# The volume type of LUKS-encrypted volumes (front-end: the host opens LUKS with a key it reads
+# from Barbican; the back-end only ever stores ciphertext).
+ENCRYPTED_TYPE = "luks"
+ENCRYPTION = {"provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256,
+              "control_location": "front-end"}
 
 
 def box_cinder_conf(ctx: Context) -> str:
@@ -141,9 +146,14 @@ def box_cinder_conf(ctx: Context) -> str:
                 "transport_url": infrastructure.box_messaging_url(ctx),
             },
             "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "volumev3"),
             "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
             "oslo_messaging_notifications": {"driver": "noop"},
+            # Keys of encrypted volumes live in Barbican, in the volume's project (made with the
+            # caller's token when a volume of an encrypted type is created).
+            "key_manager": {"backend": "barbican"},
+            "barbican": {"auth_endpoint": osp.keystone_url(ctx),
+                         "barbican_endpoint_type": "public"},
             RBD_BACKEND: {
                 "volume_driver": "cinder.volume.drivers.rbd.RBDDriver",
                 "volume_backend_name": RBD_BACKEND,

@@ -66,7 +66,7 @@ def glance_api_conf(ctx: Context) -> str:
         {
             "DEFAULT": {"use_stderr": True, "show_image_direct_url": False},
             "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "image"),
             "paste_deploy": {"flavor": "keystone",
                              "config_file": ctx.config_path(PROJECT, "glance-api-paste.ini")},
             "os_glance_staging_store": {"filesystem_store_datadir": f"{DATA}/staging"},

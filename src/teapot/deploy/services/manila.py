@@ -142,7 +142,7 @@ def box_manila_conf(ctx: Context) -> str:
                 "transport_url": infrastructure.box_messaging_url(ctx),
             },
             "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "sharev2"),
             "oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT),
             "oslo_messaging_notifications": {"driver": "noop"},
             CEPHFS_BACKEND: {

@@ -68,7 +68,7 @@ def box_neutron_conf(ctx: Context) -> str:
                 "notify_nova_on_port_data_changes": False,
             },
             "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "network"),
             "oslo_messaging_notifications": {"driver": "noop"},
         },
         {"oslo_concurrency": osp.oslo_concurrency(ctx, PROJECT)},

@@ -56,7 +56,7 @@ def nova_conf(ctx: Context) -> str:
             "api": {"auth_strategy": "keystone"},
             "api_database": osp.database(ctx, "nova_api"),
             "database": osp.database(ctx, PROJECT),
-            "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+            "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "compute"),
             "service_user": {"send_service_user_token": True,
                              **osp.service_auth(ctx, USER), "region_name": None},
             "placement": osp.service_auth(ctx, "placement", ctx.url("placement-api")),

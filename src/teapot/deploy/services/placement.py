@@ -22,7 +22,7 @@ def placement_conf(ctx: Context) -> str:
         "DEFAULT": {"use_stderr": True},
         "api": {"auth_strategy": "keystone"},
         "placement_database": osp.database(ctx, PROJECT),
-        "keystone_authtoken": osp.keystone_authtoken(ctx, USER),
+        "keystone_authtoken": osp.keystone_authtoken(ctx, USER, "placement"),
         "oslo_middleware": {"enable_proxy_headers_parsing": True},
     })
 

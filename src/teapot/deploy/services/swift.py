@@ -77,7 +77,7 @@ def build_rings_sh(ctx: Context) -> str:
 
 def proxy_server_conf(ctx: Context) -> str:
     servers = ctx.cache_servers()
-    authtoken = {**osp.keystone_authtoken(ctx, USER), "memcached_servers": None}
+    authtoken = {**osp.keystone_authtoken(ctx, USER, "object-store"), "memcached_servers": None}
     return ini.render({
         "DEFAULT": {"bind_ip": ctx.bind_host, "bind_port": ctx.port(PROXY), "swift_dir": RINGS,
                     "workers": 2, "user": SWIFT_USER},
