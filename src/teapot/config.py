@@ -89,6 +89,17 @@ OPTS = {
                    help="The physical network the switches' trunk ports carry tenant VLANs toward "
                         "(a Neutron provider network's provider:physical_network)."),
     ],
+    "block": [
+        cfg.StrOpt("ceph_conf",
+                   help="ceph.conf of the Ceph cluster behind Cinder's RBD back-end; unset: no "
+                        "per-project Ceph users, so no volume attachments to hosts."),
+        cfg.StrOpt("ceph_user", default="client.teapot",
+                   help="Ceph entity Teapot manages the per-project users as (needs the mon caps "
+                        "auth get-or-create and auth caps on client.teapot-*, and read access to "
+                        "the pool's rbd_id. objects)."),
+        cfg.StrOpt("ceph_keyring", help="Keyring file holding ceph_user's key (keep it 0600)."),
+        cfg.StrOpt("pool", default="volumes", help="The RBD pool of Cinder's volumes."),
+    ],
     "secrets": [
         cfg.StrOpt("key_file", required=True,
                    help="Fernet key file that encrypts BMC credentials and user data at rest; "

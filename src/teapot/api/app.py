@@ -21,6 +21,7 @@ from teapot.api.errors import APIError, error_response
 from teapot.api.hosts import routes as host_routes
 from teapot.api.networks import routes as network_routes
 from teapot.api.policy import Enforcer, Forbidden
+from teapot.api.volume_attachments import routes as volume_routes
 from teapot.db import engine as db_engine
 from teapot.db.hosts import NotFound
 from teapot.db.pagination import MarkerNotFound
@@ -30,7 +31,8 @@ from teapot.resources import network as nsm
 from teapot.resources.errors import ValidationError
 
 # Every operation of every API, each with its declared schemas.
-OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS, *network_routes.OPERATIONS]
+OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS, *network_routes.OPERATIONS,
+              *volume_routes.OPERATIONS]
 
 LOG = logging.getLogger(__name__)
 
@@ -125,6 +127,7 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     app.state.vlan_ranges = nsm.parse_ranges(conf.network.vlan_ranges)
     app.state.networks_enabled = conf.network.enabled
     app.state.openapi = None
+    app.state.block = volume_routes.make_driver(conf)
     ka = conf.keystone_authtoken
     app.state.validator = validator or TokenValidator(
         ka.auth_url, ka.username, ka.password, ka.project_name, ka.user_domain_name,

@@ -90,8 +90,26 @@ NETWORK_RULES = [
 ]
 RULES.extend(NETWORK_RULES)
 
+VOLUME_ATTACHMENT_RULES = [
+    policy.DocumentedRuleDefault(f"teapot:volume_attachment:{action}", rule, summary,
+                                 [{"path": path, "method": method}])
+    for action, rule, summary, path, method in [
+        ("get_all", "rule:admin_or_reader", "List the volumes attached to a cluster's hosts",
+         "/v1/clusters/{cluster}/volume_attachments", "GET"),
+        ("get", "rule:admin_or_reader", "Show a volume attachment",
+         "/v1/clusters/{cluster}/volume_attachments/{attachment}", "GET"),
+        ("create", "rule:admin_or_member", "Attach a volume to a host of a cluster",
+         "/v1/clusters/{cluster}/volume_attachments", "POST"),
+        ("delete", "rule:admin_or_member", "Detach a volume from a host of a cluster",
+         "/v1/clusters/{cluster}/volume_attachments/{attachment}", "DELETE"),
+    ]
+]
+RULES.extend(VOLUME_ATTACHMENT_RULES)
+
 WHY = {
     "teapot:network": "this needs the member role in the network's project (reader to read)",
+    "teapot:volume_attachment": "this needs the member role in the cluster's project (reader "
+                                "to read)",
     "teapot:host": "hosts are managed by cloud administrators and need the admin role",
     "container-infra:clustertemplate:publish": "only cloud administrators make public templates",
     "container-infra:quota:write": "quotas are set by cloud administrators",

@@ -55,7 +55,7 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
         reconcilers.append(NetworkReconciler(sm, list, owner, timing, registry))
     reconcilers.append(ClusterReconciler(sm, fernet, owner, timing, management,
                                          conf.clusters.readiness, networks=n.enabled,
-                                         identity=_identity(conf)))
+                                         identity=_identity(conf), block=_block(conf)))
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
 
 
@@ -86,6 +86,13 @@ def _identity(conf: cfg.ConfigOpts):
 
     return KeystoneCredentials(_service_session(conf), conf.keystone_authtoken.auth_url,
                                Path(conf.secrets.key_file).read_bytes())
+
+
+def _block(conf: cfg.ConfigOpts):
+    """The per-project Ceph users of volume attachments ([block]); None without Ceph."""
+    from teapot.drivers.block import CephUsers
+
+    return CephUsers.from_conf(conf)
 
 
 def status_server(conf: cfg.ConfigOpts, loop: Loop, port: int | None = None) -> status.StatusServer | None:

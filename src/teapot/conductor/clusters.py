@@ -49,8 +49,9 @@ class ClusterReconciler:
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
                  management=None, readiness: str = "kubernetes", networks: bool = False,
-                 identity=None):
+                 identity=None, block=None):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        self.block = block  # a drivers.block.CephUsers: the project's Ceph user for volumes
         self.identity = identity  # a drivers.identity.KeystoneCredentials: storage credentials
         self.networks = networks  # hosts must reach the tenant VLAN before the cluster is ready
         self.readiness = readiness
@@ -239,6 +240,16 @@ class ClusterReconciler:
         catalog = self.identity.catalog(row.project_id)
         identity_url, region = catalog.get("identity", (self.identity.auth_url, ""))
         labels = row.attrs.get("labels") or {}
+        ceph_user = ceph_key = None
+        if storage.BLOCK in kinds and self.block is not None:
+            from teapot.drivers import block
+            from teapot.drivers.identity import IdentityError
+
+            try:  # the key the hosts open attached volumes with; its caps follow attachments
+                ceph_key = self.block.key(row.project_id)
+            except block.CephError as e:
+                raise IdentityError(f"the project's Ceph user: {e}") from None
+            ceph_user = block.ceph_user(row.project_id).removeprefix("client.")
         return addons.manifest(addons.StorageConfig(
             kinds=kinds, auth_url=identity_url, region=region or "RegionOne",
             project_id=row.project_id,
@@ -247,7 +258,8 @@ class ClusterReconciler:
             ec2_access=creds.get("ec2_access"), ec2_secret=creds.get("ec2_secret"),
             s3_endpoint=catalog.get("s3", (None,))[0],
             swift_endpoint=catalog.get("object-store", (None,))[0],
-            share_type=labels.get("manila_share_type") or "default"))
+            share_type=labels.get("manila_share_type") or "default",
+            ceph_user=ceph_user, ceph_key=ceph_key))
 
     def _credential_failed(self, row: Cluster, generation: int, error: Exception) -> bool:
         """Keystone failed: record why, show it in status_reason, retry with a growing delay."""

@@ -93,6 +93,7 @@ class Box:
                                                      "storage": self.storage}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
                                 settings={"profile": "box", "hosts": self.hosts, "switch": switch,
+                                          "storage": self.storage,
                                           "mariadb": (["neutron"] if self.neutron else [])
                                           + (STORAGE_DATABASES if self.storage else [])})
         self.target = LocalTarget(self.ctx)

@@ -40,6 +40,12 @@ OSD_BLOCK_BYTES = 10 * 2**30  # sparse: only what is written takes space
 RGW_USER = "client.rgw.box"
 CINDER_USER = "client.cinder"
 MANILA_USER = "client.manila"
+TEAPOT_USER = "client.teapot"
+# Teapot makes the per-project users of volume attachments (client.teapot-<project>) and sets their
+# caps; it may run those commands on those entities only, and read the pool's image id objects.
+TEAPOT_MON_CAPS = ", ".join(
+    ["allow r"] + [f'allow command "{c}" with entity prefix client.teapot-'
+                   for c in ("auth get-or-create", "auth caps", "auth get")])
 
 # Every cephx entity of the box and its capabilities.
 ENTITIES: dict[str, dict[str, str]] = {
@@ -54,6 +60,8 @@ ENTITIES: dict[str, dict[str, str]] = {
                   "mgr": f"profile rbd pool={VOLUMES_POOL}"},
     # Manila's CephFS driver works through the manager's volumes module.
     MANILA_USER: {"mon": "allow r", "mgr": "allow rw"},
+    TEAPOT_USER: {"mon": TEAPOT_MON_CAPS,
+                  "osd": f"allow r pool={VOLUMES_POOL} object_prefix rbd_id."},
 }
 
 
@@ -260,7 +268,7 @@ def _mds_marker(ctx: Context) -> str:
 
 def _mds_command(ctx: Context) -> list[str]:
     clients = [["import", keyring_path(ctx, e)] for e in ("mds.a", RGW_USER, CINDER_USER,
-                                                            MANILA_USER)]
+                                                            MANILA_USER, TEAPOT_USER)]
     setup = _admin(ctx, *clients,
                    ["pool", FS_METADATA, "cephfs"], ["pool", FS_DATA, "cephfs"],
                    ["fs", FS_NAME, FS_METADATA, FS_DATA],

@@ -52,6 +52,14 @@ def _network(ctx: Context) -> dict:
     }
 
 
+def _block(ctx: Context) -> dict:
+    """Volume attachments on the box's Ceph: Teapot manages per-project users as client.teapot."""
+    from teapot.deploy.services import ceph
+
+    return {"ceph_conf": ceph.conf_path(ctx), "ceph_user": ceph.TEAPOT_USER,
+            "ceph_keyring": ceph.keyring_path(ctx, ceph.TEAPOT_USER), "pool": ceph.VOLUMES_POOL}
+
+
 def teapot_conf(ctx: Context) -> str:
     box = ctx.settings.get("profile") == "box"
     return ini.render({
@@ -77,6 +85,7 @@ def teapot_conf(ctx: Context) -> str:
         "clusters": {"readiness": "provisioned" if box else "kubernetes"},
         "secrets": {"key_file": _key_file(ctx)},
         "network": _network(ctx) if box else {},
+        "block": _block(ctx) if box and ctx.settings.get("storage") else {},
     })
 
 

@@ -6,7 +6,10 @@ manila-csi (cloud-provider-openstack) provisions Manila shares and grants the no
 with the credential in the StorageClass's secrets; it forwards the mounting itself to the CephFS
 CSI plugin of ceph-csi running beside it (``--fwdendpoint``), as the upstream chart does. Every
 object is in the ``openstack-storage`` namespace or cluster-scoped, and the only secrets in them
-are the cluster's own application credential and EC2 credentials.
+are the cluster's own application credential and EC2 credentials, and, for volume attachments
+(``cinder_attachments_enabled``), the key of the project's own Ceph user (``client.teapot-<project>``,
+whose caps open only the volumes attached to the project's hosts: drivers/block.py) in the Secret
+``openstack-block-storage`` (``userID``, ``userKey``: the names ceph-csi reads).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ CEPHFS_DRIVER = "cephfs.csi.ceph.com"
 CREDENTIALS_SECRET = "manila-csi-credentials"
 OBJECT_SECRET = "openstack-object-storage"
 STORAGE_CLASS = "manila-cephfs"
+BLOCK_SECRET = "openstack-block-storage"
+BLOCK_SECRET_REF = {"namespace": NAMESPACE, "name": BLOCK_SECRET, "key": "userKey"}
 LABEL = "teapot.openstack.org/storage"
 IMAGES = {
     "manila": "registry.k8s.io/provider-os/manila-csi-plugin:v1.31.2",
@@ -52,6 +57,8 @@ class StorageConfig:
     s3_endpoint: str | None = None
     swift_endpoint: str | None = None
     share_type: str = "default"
+    ceph_user: str | None = None  # the project's Ceph user (volume attachments), without client.
+    ceph_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(storage.LABELS.values())
@@ -245,7 +252,8 @@ def _file_objects(cfg: StorageConfig) -> list[dict]:
 
 def objects(cfg: StorageConfig) -> list[dict]:
     """The cluster's storage objects, in the order they are applied; [] without storage."""
-    if not set(cfg.kinds) & {storage.FILE, storage.OBJECT}:
+    block = storage.BLOCK in cfg.kinds and bool(cfg.ceph_user and cfg.ceph_key)
+    if not set(cfg.kinds) & {storage.FILE, storage.OBJECT} and not block:
         return []
     out: list[dict] = [{"apiVersion": "v1", "kind": "Namespace",
                         "metadata": {"name": NAMESPACE, "labels": {LABEL: "true"}}}]
@@ -259,6 +267,8 @@ def objects(cfg: StorageConfig) -> list[dict]:
             "OS_AUTH_TYPE": "v3applicationcredential",
             "OS_APPLICATION_CREDENTIAL_ID": cfg.application_credential_id,
             "OS_APPLICATION_CREDENTIAL_SECRET": cfg.application_credential_secret}))
+    if block:
+        out.append(_secret(BLOCK_SECRET, {"userID": cfg.ceph_user, "userKey": cfg.ceph_key}))
     return out
 
 

@@ -1,0 +1,1 @@
+"""/v1/clusters/{cluster}/volume_attachments: Cinder volumes attached to a cluster's hosts."""
