@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitc
 # into the virtualenv when they were built for its Python.
 CEPH_MODULES := rados rbd cephfs
 
-.PHONY: install up test lint bench clean
+.PHONY: install up test lint bench clean proto
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+
+# The COSI driver's Python modules, generated from its .proto (committed).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src src/teapot/cosi/cosi.proto
 
 clean:
 	rm -rf $(VENV) $(STATE)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from teapot.drivers.bootstrap import cosi
 from teapot.resources import storage
 
 NAMESPACE = "openstack-storage"
@@ -267,6 +268,7 @@ def objects(cfg: StorageConfig) -> list[dict]:
             "OS_AUTH_TYPE": "v3applicationcredential",
             "OS_APPLICATION_CREDENTIAL_ID": cfg.application_credential_id,
             "OS_APPLICATION_CREDENTIAL_SECRET": cfg.application_credential_secret}))
+        out += cosi.objects(NAMESPACE, OBJECT_SECRET, _meta)  # the COSI driver and classes
     if block:
         out.append(_secret(BLOCK_SECRET, {"userID": cfg.ceph_user, "userKey": cfg.ceph_key}))
     return out

@@ -1,0 +1,317 @@
+"""Teapot's COSI driver without an object store: its argument checks answered through a real gRPC
+server and client on a unix socket, its configuration, the `teapot-cosi` command's start and
+SIGTERM, and the add-on objects that run it in a cluster."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from teapot.cosi import NAME
+from teapot.cosi import cosi_pb2 as pb
+from teapot.cosi import cosi_pb2_grpc as pb_grpc
+from teapot.cosi.driver import Config, Driver, server
+from teapot.drivers.bootstrap import cosi as cosi_addons
+from teapot.drivers.bootstrap import storage as addons
+from teapot.resources import storage
+
+from .test_storage_addons import EC2_A, SECRET_A, _cfg
+
+S3, AZURE, GCS = pb.ObjectProtocol.S3, pb.ObjectProtocol.AZURE, pb.ObjectProtocol.GCS
+KEY, SA = pb.AuthenticationType.KEY, pb.AuthenticationType.SERVICE_ACCOUNT
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory):
+    """(Identity, Provisioner) clients of a driver with no object store behind it."""
+    endpoint = f"unix://{tmp_path_factory.mktemp('cosi')}/cosi.sock"
+    srv = server(None, endpoint, workers=2)
+    channel = grpc.insecure_channel(endpoint)
+    try:
+        yield pb_grpc.IdentityStub(channel), pb_grpc.ProvisionerStub(channel)
+    finally:
+        channel.close()
+        srv.stop(grace=None).wait()
+
+
+def _refused(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=10)
+    return caught.value
+
+
+def _grant(**changes) -> pb.DriverGrantBucketAccessRequest:
+    fields = {"account_name": "ba-1234", "protocol": pb.ObjectProtocol(type=S3),
+              "authentication_type": pb.AuthenticationType(type=KEY),
+              "buckets": [pb.DriverGrantBucketAccessRequest.AccessedBucket(bucket_id="bc-1")]}
+    fields.update(changes)
+    return pb.DriverGrantBucketAccessRequest(**{k: v for k, v in fields.items() if v is not None})
+
+
+def test_get_info_names_the_driver_and_s3(stubs):
+    identity, _ = stubs
+    info = identity.DriverGetInfo(pb.DriverGetInfoRequest(), timeout=10)
+    assert info.name == NAME == "cosi.teapot.openstack.org"
+    assert [p.type for p in info.supported_protocols] == [S3]
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (pb.DriverCreateBucketRequest(), "name"),
+    (pb.DriverCreateBucketRequest(name="Upper-Case"), "name"),
+    (pb.DriverCreateBucketRequest(name="ab"), "name"),
+    (pb.DriverCreateBucketRequest(name="a" * 64), "name"),
+    (pb.DriverCreateBucketRequest(name="a..b"), "name"),
+    (pb.DriverCreateBucketRequest(name="192.168.1.10"), "name"),
+    (pb.DriverCreateBucketRequest(name="bucket-a", protocols=[
+        pb.ObjectProtocol(type=S3), pb.ObjectProtocol(type=AZURE)]), "protocols[1]"),
+    (pb.DriverCreateBucketRequest(name="bucket-a", protocols=[pb.ObjectProtocol(type=GCS)]),
+     "protocols[0]"),
+    (pb.DriverCreateBucketRequest(name="bucket-a", parameters={"quota": "1"}), "parameters.quota"),
+])
+def test_create_bucket_refuses_bad_arguments_naming_the_field(stubs, request_, field):
+    error = _refused(stubs[1].DriverCreateBucket, request_)
+    assert error.code() == INVALID, error.details()
+    assert error.details().startswith(f"{field}: ")
+
+
+def test_unsupported_protocols_are_named(stubs):
+    error = _refused(stubs[1].DriverCreateBucket, pb.DriverCreateBucketRequest(
+        name="bucket-a", protocols=[pb.ObjectProtocol(type=AZURE)]))
+    assert "AZURE is not supported" in error.details() and "S3 only" in error.details()
+    error = _refused(stubs[1].DriverGetExistingBucket, pb.DriverGetExistingBucketRequest(
+        existing_bucket_id="bucket-a", protocols=[pb.ObjectProtocol(type=GCS)]))
+    assert error.code() == INVALID and error.details().startswith("protocols[0]: protocol GCS")
+
+
+@pytest.mark.parametrize(("request_", "field"), [
+    (_grant(account_name=""), "account_name"),
+    (_grant(account_name="Not_A_Name"), "account_name"),
+    (_grant(protocol=None), "protocol"),
+    (_grant(protocol=pb.ObjectProtocol(type=AZURE)), "protocol"),
+    (_grant(authentication_type=None), "authentication_type"),
+    (_grant(authentication_type=pb.AuthenticationType(type=SA), service_account_name="app"),
+     "authentication_type"),
+    (_grant(buckets=[]), "buckets"),
+    (_grant(buckets=[pb.DriverGrantBucketAccessRequest.AccessedBucket(bucket_id="bc-1"),
+                     pb.DriverGrantBucketAccessRequest.AccessedBucket(bucket_id="B_2")]),
+     "buckets[1].bucket_id"),
+    (_grant(parameters={"mode": "ro"}), "parameters.mode"),
+])
+def test_grant_refuses_bad_arguments_naming_the_field(stubs, request_, field):
+    error = _refused(stubs[1].DriverGrantBucketAccess, request_)
+    assert error.code() == INVALID, error.details()
+    assert error.details().startswith(f"{field}: ")
+
+
+def test_service_account_authentication_is_refused_with_the_reason(stubs):
+    error = _refused(stubs[1].DriverGrantBucketAccess, _grant(
+        authentication_type=pb.AuthenticationType(type=SA), service_account_name="app"))
+    assert "SERVICE_ACCOUNT is not supported" in error.details()
+
+
+@pytest.mark.parametrize(("account_id", "why"), [
+    ("", "is required"), ("someone-else", "not an access this driver granted"),
+    ("ec2-a/b", "not an access this driver granted")])
+def test_revoke_and_delete_refuse_bad_ids(stubs, account_id, why):
+    error = _refused(stubs[1].DriverRevokeBucketAccess, pb.DriverRevokeBucketAccessRequest(
+        account_id=account_id, protocol=pb.ObjectProtocol(type=S3),
+        authentication_type=pb.AuthenticationType(type=KEY)))
+    assert error.code() == INVALID and error.details().startswith("account_id: ")
+    assert why in error.details()
+    error = _refused(stubs[1].DriverDeleteBucket, pb.DriverDeleteBucketRequest(bucket_id=""))
+    assert error.code() == INVALID and error.details() == "bucket_id: is required"
+
+
+def test_well_formed_requests_reach_the_backend(stubs):
+    """Past the checks, a driver without an object store answers UNAVAILABLE: the checks above
+    refused for their own reasons, not for the missing store."""
+    _, provisioner = stubs
+    for call, request in (
+            (provisioner.DriverCreateBucket, pb.DriverCreateBucketRequest(
+                name="bc-0c1d", protocols=[pb.ObjectProtocol(type=S3)])),
+            (provisioner.DriverCreateBucket, pb.DriverCreateBucketRequest(name="no.protocols")),
+            (provisioner.DriverGrantBucketAccess, _grant()),
+            (provisioner.DriverRevokeBucketAccess, pb.DriverRevokeBucketAccessRequest(
+                account_id="ec2-0123abcd")),
+            (provisioner.DriverDeleteBucket, pb.DriverDeleteBucketRequest(bucket_id="bc-0c1d"))):
+        assert _refused(call, request).code() == grpc.StatusCode.UNAVAILABLE
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+ENV = {"S3_ENDPOINT": "http://127.0.0.1:7480", "AWS_ACCESS_KEY_ID": "access",
+       "AWS_SECRET_ACCESS_KEY": "ec2-secret-value"}
+
+
+def test_config_from_the_environment_and_files(tmp_path):
+    cfg = Config.load(ENV)
+    assert (cfg.s3_endpoint, cfg.access_key, cfg.s3_region) == (
+        "http://127.0.0.1:7480", "access", "us-east-1")
+    assert cfg.auth_url is None and "ec2-secret-value" not in repr(cfg)
+    (tmp_path / "OS_AUTH_URL").write_text("http://127.0.0.1:5000/v3\n")
+    (tmp_path / "OS_APPLICATION_CREDENTIAL_ID").write_text("appcred")
+    (tmp_path / "OS_APPLICATION_CREDENTIAL_SECRET").write_text("app-secret-value")
+    (tmp_path / "AWS_ACCESS_KEY_ID").write_text("from-a-file")
+    cfg = Config.load(ENV, config_dir=str(tmp_path))
+    assert cfg.access_key == "access"  # the variable wins over the file
+    assert (cfg.auth_url, cfg.application_credential_id) == ("http://127.0.0.1:5000/v3",
+                                                             "appcred")
+    assert "app-secret-value" not in repr(cfg)
+    driver = Driver(cfg)
+    assert driver.keystone is not None and driver.keystone.auth_url.endswith("/v3")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({}, "S3_ENDPOINT is required"),
+    ({**ENV, "S3_ENDPOINT": "ftp://x"}, "S3_ENDPOINT must be an http(s) URL"),
+    ({**ENV, "S3_ENDPOINT": "http://x/path"}, "S3_ENDPOINT must be an http(s) URL"),
+    ({**ENV, "AWS_SECRET_ACCESS_KEY": ""}, "AWS_SECRET_ACCESS_KEY are required"),
+    ({**ENV, "OS_AUTH_URL": "http://127.0.0.1:5000/v3"}, "go together"),
+])
+def test_bad_configuration_is_named(env, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Config.load(env)
+
+
+def test_the_command_serves_and_stops_on_sigterm(tmp_path):
+    socket = tmp_path / "cosi.sock"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OS_", "AWS_"))}, **ENV}
+    proc = subprocess.Popen([sys.executable, "-m", "teapot.cosi.driver",
+                             "--endpoint", f"unix://{socket}"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert socket.exists(), proc.stdout.read() if proc.poll() is not None else "no socket"
+        with grpc.insecure_channel(f"unix://{socket}") as channel:
+            info = pb_grpc.IdentityStub(channel).DriverGetInfo(pb.DriverGetInfoRequest(),
+                                                               timeout=10)
+        assert info.name == NAME
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        out = proc.stdout.read()
+        assert "serving on" in out and "stopping" in out
+        assert "ec2-secret-value" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_command_refuses_a_public_endpoint_and_a_missing_config():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "AWS_", "S3_"))}
+    run = subprocess.run([sys.executable, "-m", "teapot.cosi.driver", "--endpoint",
+                          "0.0.0.0:9000"], env={**env, **ENV}, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "--endpoint must be" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "teapot.cosi.driver"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "S3_ENDPOINT is required" in run.stderr
+
+
+# -- the add-on objects ---------------------------------------------------------------------------
+
+# The spec schemas of the two classes, after the upstream CRDs of objectstorage.k8s.io/v1alpha2
+# (kubernetes-sigs/container-object-storage-interface, client/config/crd, early 2026), with
+# unknown fields refused as a strict API server would.
+_DRIVER_NAME = {"type": "string", "minLength": 1, "maxLength": 63,
+                "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9\-\.]{0,61}[a-zA-Z0-9])?$"}
+_PARAMETERS = {"type": "object", "minProperties": 1, "maxProperties": 512,
+               "additionalProperties": {"type": "string"}}
+_META = {"type": "object", "required": ["name"],
+         "properties": {"name": {"type": "string"}, "labels": {"type": "object"},
+                        "annotations": {"type": "object"}}, "additionalProperties": False}
+SCHEMAS = {
+    "BucketClass": {"driverName": _DRIVER_NAME, "parameters": _PARAMETERS,
+                    "deletionPolicy": {"type": "string", "enum": ["Retain", "Delete"]}},
+    "BucketAccessClass": {
+        "driverName": _DRIVER_NAME, "parameters": _PARAMETERS,
+        "authenticationType": {"type": "string", "enum": ["Key", "ServiceAccount"]},
+        "multiBucketAccess": {"type": "string", "enum": ["SingleBucket", "MultipleBuckets"]},
+        "disallowedBucketAccessModes": {
+            "type": "array", "minItems": 1, "maxItems": 3, "uniqueItems": True,
+            "items": {"type": "string", "enum": ["ReadWrite", "ReadOnly", "WriteOnly"]}}},
+}
+REQUIRED = {"BucketClass": ["driverName", "deletionPolicy"],
+            "BucketAccessClass": ["driverName", "authenticationType"]}
+
+
+def _schema(kind: str) -> dict:
+    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+            "additionalProperties": False,
+            "properties": {"apiVersion": {"const": "objectstorage.k8s.io/v1alpha2"},
+                           "kind": {"const": kind}, "metadata": _META,
+                           "spec": {"type": "object", "properties": SCHEMAS[kind],
+                                    "required": REQUIRED[kind], "additionalProperties": False}}}
+
+
+def _cosi_objects() -> list[dict]:
+    objects = addons.objects(_cfg((storage.OBJECT,)))
+    first = next(i for i, o in enumerate(objects) if o["metadata"]["name"] == "teapot-cosi")
+    return objects[first:]
+
+
+@pytest.mark.parametrize("version", ["1.31", kubernetes_validate.latest_version()])
+def test_cosi_objects_validate_strictly(version):
+    objects = _cosi_objects()
+    kinds = [o["kind"] for o in objects]
+    assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
+                     "BucketClass", "BucketAccessClass"]
+    for obj in objects:
+        if obj["apiVersion"].startswith("objectstorage.k8s.io/"):
+            jsonschema.validate(obj, _schema(obj["kind"]))
+        else:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_class_schema_would_catch_a_mistake():
+    bad = next(o for o in _cosi_objects() if o["kind"] == "BucketAccessClass")
+    bad["spec"]["authenticationType"] = "KEY"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, _schema("BucketAccessClass"))
+
+
+def test_the_driver_deployment_is_wired_together():
+    objects = addons.objects(_cfg((storage.OBJECT,)))
+    by = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    pod = by[("Deployment", "teapot-cosi")]["spec"]["template"]["spec"]
+    assert ("ServiceAccount", pod["serviceAccountName"]) in by
+    binding = by[("ClusterRoleBinding", "teapot-cosi")]
+    assert binding["subjects"][0]["namespace"] == addons.NAMESPACE
+    sidecar, driver = pod["containers"]
+    assert "objectstorage-sidecar" in sidecar["image"] and driver["command"] == ["teapot-cosi"]
+    # one socket on a shared emptyDir, found by both through COSI_ENDPOINT
+    (volume,) = pod["volumes"]
+    assert "emptyDir" in volume
+    for container in (sidecar, driver):
+        (mount,) = container["volumeMounts"]
+        assert mount["name"] == volume["name"]
+        (env,) = [e for e in container["env"] if e["name"] == "COSI_ENDPOINT"]
+        assert env["value"] == f"unix://{mount['mountPath']}/cosi.sock"
+    # the driver's configuration is the cluster's object storage Secret, rendered beside it
+    (source,) = driver["envFrom"]
+    assert ("Secret", source["secretRef"]["name"]) in by
+    assert source["secretRef"]["name"] == addons.OBJECT_SECRET
+    for kind in ("BucketClass", "BucketAccessClass"):
+        (cls,) = [o for o in objects if o["kind"] == kind]
+        assert cls["spec"]["driverName"] == NAME
+
+
+def test_cosi_objects_carry_no_secret_and_come_only_with_object_storage():
+    text = repr(_cosi_objects())
+    assert SECRET_A not in text and EC2_A not in text
+    assert not [o for o in addons.objects(_cfg((storage.FILE,)))
+                if o["apiVersion"].startswith("objectstorage.k8s.io/")
+                or o["metadata"]["name"] == "teapot-cosi"]
+    assert cosi_addons.ENDPOINT.endswith(".sock")  # the sidecar accepts only *.sock sockets
