@@ -97,7 +97,13 @@ def test_rotation_of_a_settled_cluster_and_then_the_old_ones_go():
     assert csm.plan(_view(**settled, credential_rotation=1, credential_made=1)) == csm.Wait("settled")
     assert csm.plan(_view(**settled, credential_rotation=2, credential_made=1)) == \
         csm.MakeCredentials(2)
-    assert csm.plan(_view(**settled, credential_rotation=2, credential_made=2,
+    # the running cluster gets the new credential before the old one is deleted
+    rotated = dict(settled, credential_rotation=2, credential_made=2, stale_credentials=True)
+    assert csm.plan(_view(**rotated, credential_pushed=1)) == csm.PushCredentials(2)
+    assert csm.plan(_view(**rotated, credential_pushed=2)) == \
+        csm.DeleteCredentials(stale_only=True)
+    # hosts not provisioned yet get the new one in their user data: nothing to push
+    assert csm.plan(_view(hosts=[_host()], credential_rotation=2, credential_made=2,
                           stale_credentials=True)) == csm.DeleteCredentials(stale_only=True)
 
 
@@ -123,6 +129,13 @@ def test_capi_clusters_make_credentials_and_reapply_after_a_rotation():
         csm.ApplyObjects()
     assert csm.plan_capi(csm.CREATE_COMPLETE, False, 1, 1, present, rotated, 2) == \
         csm.Wait("settled")
+    # replaced credentials are deleted only once the objects carrying the new one are applied
+    stale = _view(status=csm.CREATE_COMPLETE, credential_rotation=2, credential_made=2,
+                  stale_credentials=True)
+    assert csm.plan_capi(csm.CREATE_COMPLETE, False, 1, 1, present, stale, 1) == \
+        csm.ApplyObjects()
+    assert csm.plan_capi(csm.CREATE_COMPLETE, False, 1, 1, present, stale, 2) == \
+        csm.DeleteCredentials(stale_only=True)
     held = _view(deleting=True, credential_made=2, credentials_held=True)
     gone = csm.CapiObserved(objects=0, ready=False, endpoint=None)
     assert csm.plan_capi(csm.DELETE_IN_PROGRESS, True, 1, 1, present, held) == csm.DeleteObjects()
@@ -131,12 +144,14 @@ def test_capi_clusters_make_credentials_and_reapply_after_a_rotation():
 
 def test_credential_fields_from_attributes():
     assert credential_fields({}) == {"credential_rotation": 0, "credential_made": 0,
-                                     "credentials_held": False, "stale_credentials": False}
+                                     "credentials_held": False, "stale_credentials": False,
+                                     "credential_pushed": 0}
     attrs = {"storage_kinds": ["file"], "credential_rotation": 2,
              "credentials": {"rotation": 1, "application_credential_id": "x"},
              "stale_credentials": [{"application_credential_id": "y"}]}
-    assert credential_fields(attrs) == {"credential_rotation": 2, "credential_made": 1,
-                                        "credentials_held": True, "stale_credentials": True}
+    assert credential_fields({**attrs, "pushed_rotation": 1}) == {
+        "credential_rotation": 2, "credential_made": 1, "credentials_held": True,
+        "stale_credentials": True, "credential_pushed": 1}
     assert credential_fields({**attrs, "credentials": None, "credentials_swept": True})[
         "credentials_held"] is False
 

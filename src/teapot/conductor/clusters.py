@@ -115,6 +115,8 @@ class ClusterReconciler:
             return False
         if isinstance(step, csm.MakeCredentials):
             return self._make_credentials(row, step, generation)
+        if isinstance(step, csm.PushCredentials):
+            return self._push_credentials(row, groups, hosts, step, generation)
         if isinstance(step, csm.DeleteCredentials):
             return self._delete_credentials(row, step, generation)
         if isinstance(step, csm.Claim):
@@ -319,6 +321,42 @@ class ClusterReconciler:
                  made.application_credential_id, step.rotation)
         return self._save(row.id, generation, delay=0.0, reason="storage credentials made")
 
+    def _push_credentials(self, row: Cluster, groups, hosts, step: csm.PushCredentials,
+                          generation: int) -> bool:
+        """The rotated credentials into the running cluster's Secrets (the old ones still work
+        meanwhile); a refusal is retried like Keystone's, and the old ones stay."""
+        from teapot.drivers.identity import IdentityError
+
+        if self.readiness == "kubernetes":
+            from teapot.drivers.bootstrap import workload
+
+            ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
+            try:
+                manifest = self._addons(row)
+                with workload.admin_client(ca, "teapot-credentials") as client:
+                    pushed = workload.push_secrets(
+                        client, f"https://{self._masters(groups, hosts)[0]}:6443", manifest)
+            except (IdentityError, workload.PushError) as e:
+                return self._credential_failed(
+                    row, generation, IdentityError(f"pushing into the cluster: {e}"))
+            LOG.info("cluster %s: rotation %d pushed into %s", row.name, step.rotation,
+                     ", ".join(pushed))
+        else:  # hosts that run no Kubernetes (a box's emulated ones): nothing holds the old one
+            LOG.info("cluster %s: rotation %d: its hosts run no Kubernetes to push into",
+                     row.name, step.rotation)
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            current.attrs = {**current.attrs, "pushed_rotation": step.rotation}
+        return self._save(row.id, generation, delay=0.0,
+                          reason="storage credentials pushed into the cluster")
+
+    def _masters(self, groups, hosts) -> list[str]:
+        role_of = {g.name: g.role for g in groups}
+        return sorted(host_address(h) for h in hosts
+                      if role_of.get(h.nodegroup) == csm.ROLE_MASTER)
+
     def _delete_credentials(self, row: Cluster, step: csm.DeleteCredentials,
                             generation: int) -> bool:
         from teapot.drivers.identity import IdentityError
@@ -400,9 +438,7 @@ class ClusterReconciler:
         if self.readiness == "kubernetes":
             from teapot.drivers.bootstrap import readiness
 
-            role_of = {g.name: g.role for g in groups}
-            masters = sorted(host_address(h) for h in hosts
-                             if role_of.get(h.nodegroup) == csm.ROLE_MASTER)
+            masters = self._masters(groups, hosts)
             ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
             ok, why = readiness.check(ca, f"https://{masters[0]}:6443", step.nodes)
             if not ok:
@@ -483,7 +519,8 @@ def credential_fields(attrs: dict) -> dict:
     return {"credential_rotation": attrs.get("credential_rotation", 0) if kinds else 0,
             "credential_made": made.get("rotation", 0),
             "credentials_held": bool(made or kinds) and not attrs.get("credentials_swept"),
-            "stale_credentials": bool(attrs.get("stale_credentials"))}
+            "stale_credentials": bool(attrs.get("stale_credentials")),
+            "credential_pushed": attrs.get("pushed_rotation", 0)}
 
 
 def hosts_missing(view: csm.ClusterView) -> bool:

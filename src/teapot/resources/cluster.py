@@ -59,11 +59,13 @@ class ClusterView:
     hosts: tuple[HostView, ...]
     # Storage credentials (see resources.storage): the rotation wanted (0: the cluster asks for no
     # storage), the rotation of the credential Teapot holds (0: none), whether Keystone may still
-    # hold some of the cluster's credentials, and whether replaced ones wait to be deleted.
+    # hold some of the cluster's credentials, whether replaced ones wait to be deleted, and the
+    # rotation last pushed into the running cluster.
     credential_rotation: int = 0
     credential_made: int = 0
     credentials_held: bool = False
     stale_credentials: bool = False
+    credential_pushed: int = 0
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -119,6 +121,14 @@ class MakeCredentials:
 
 
 @dataclass(frozen=True)
+class PushCredentials:
+    """Put this rotation's credentials into the running cluster (its Secrets), before the ones
+    they replace are deleted: the cluster's storage plugins never hold a dead credential."""
+
+    rotation: int
+
+
+@dataclass(frozen=True)
 class DeleteCredentials:
     """Delete credentials in Keystone: the replaced ones, or (stale_only false) all of them."""
 
@@ -131,15 +141,19 @@ class Gone:
 
 
 Step = (Claim | Provision | Deprovision | Release | Wait | Verify | Settle | MakeCredentials
-        | DeleteCredentials | Gone)
+        | PushCredentials | DeleteCredentials | Gone)
 
 
 def _credentials(view: ClusterView) -> Step | None:
-    """The credential step a live cluster needs, if any: a rotation asked for, or replaced
-    credentials left to delete. Comes before hosts are provisioned: their user data carries it."""
+    """The credential step a live cluster needs, if any: a rotation asked for, the new credential
+    pushed into hosts that were provisioned with an older one, or replaced credentials left to
+    delete. Comes before hosts are provisioned: their user data carries the current one."""
     if view.credential_rotation and view.credential_made < view.credential_rotation:
         return MakeCredentials(view.credential_rotation)
     if view.stale_credentials:
+        running = any(h.has_image for h in view.hosts)
+        if running and view.credential_pushed < view.credential_made:
+            return PushCredentials(view.credential_made)
         return DeleteCredentials(stale_only=True)
     return None
 
@@ -268,6 +282,9 @@ def plan_capi(status: str, deleting: bool, generation: int, applied_generation: 
             return DeleteObjects()
         return DeleteCredentials() if creds.credentials_held or creds.stale_credentials else Gone()
     credential_step = _credentials(creds) if status != CREATE_FAILED else None
+    if isinstance(credential_step, DeleteCredentials) and observed.objects \
+            and applied_rotation < creds.credential_made:
+        return ApplyObjects()  # the new credential reaches the cluster before the old one goes
     if credential_step is not None:
         return credential_step
     if status not in IN_PROGRESS:

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import ssl
-import tempfile
-
 import httpx
 
 from teapot import pki
+from teapot.drivers.bootstrap.workload import admin_client
 
 
 def check(ca: pki.CA, api_address: str, nodes: int, timeout: float = 5.0) -> tuple[bool, str]:
     """(ready, why). Uses a short-lived admin certificate signed by the cluster's CA."""
-    cert_pem, key_pem = pki.issue(ca, "teapot-readiness", ["system:masters"], days=1)
-    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_file, key_file = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_pem)
-        with open(cert_file, "wb") as f:
-            f.write(cert_pem)
-        context.load_cert_chain(cert_file, key_file)
     try:
-        with httpx.Client(verify=context, timeout=timeout) as client:
+        with admin_client(ca, "teapot-readiness", timeout) as client:
             ready = client.get(f"{api_address}/readyz")
             if ready.status_code != 200:
                 return False, f"apiserver not ready ({ready.status_code})"
