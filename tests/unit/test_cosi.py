@@ -290,6 +290,9 @@ def test_the_driver_deployment_is_wired_together():
     binding = by[("ClusterRoleBinding", "teapot-cosi")]
     assert binding["subjects"][0]["namespace"] == addons.NAMESPACE
     sidecar, driver = pod["containers"]
+    # one non-root user makes and opens the socket (no container runs as another)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"]
+    assert not [c for c in pod["containers"] if "runAsUser" in c.get("securityContext", {})]
     assert "objectstorage-sidecar" in sidecar["image"] and driver["command"] == ["teapot-cosi"]
     # one socket on a shared emptyDir, found by both through COSI_ENDPOINT
     (volume,) = pod["volumes"]

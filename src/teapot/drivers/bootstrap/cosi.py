@@ -24,6 +24,7 @@ SERVICE_ACCOUNT = "teapot-cosi"
 BUCKET_CLASS = "teapot-s3"
 ACCESS_CLASS = "teapot-s3"
 SOCKET_DIR = "/var/lib/cosi"
+USER = 65532  # nonroot of distroless images
 ENDPOINT = f"unix://{SOCKET_DIR}/cosi.sock"
 
 
@@ -49,6 +50,8 @@ def objects(namespace: str, secret: str, meta) -> list[dict]:
     ]
     labels = {"app.kubernetes.io/name": "teapot-cosi"}
     socket = [{"name": "socket", "mountPath": SOCKET_DIR}]
+    locked = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+              "capabilities": {"drop": ["ALL"]}}
     endpoint = {"name": "COSI_ENDPOINT", "value": ENDPOINT}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("teapot-cosi"),
@@ -59,16 +62,18 @@ def objects(namespace: str, secret: str, meta) -> list[dict]:
                 "metadata": {"labels": labels},
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
+                    # one user for both: the socket the driver makes is writable by its owner
+                    # only, and the sidecar's image runs as this user (distroless nonroot)
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": USER,
+                                        "runAsGroup": USER},
                     "containers": [
                         {"name": "objectstorage-sidecar", "image": IMAGES["sidecar"],
-                         "env": [endpoint], "volumeMounts": socket},
+                         "env": [endpoint], "securityContext": locked,
+                         "volumeMounts": socket},
                         {"name": "teapot-cosi", "image": IMAGES["driver"],
                          "command": ["teapot-cosi"], "env": [endpoint],
                          "envFrom": [{"secretRef": {"name": secret}}],
-                         "securityContext": {"runAsNonRoot": True, "runAsUser": 65534,
-                                             "allowPrivilegeEscalation": False,
-                                             "readOnlyRootFilesystem": True},
-                         "volumeMounts": socket},
+                         "securityContext": locked, "volumeMounts": socket},
                     ],
                     "volumes": [{"name": "socket", "emptyDir": {}}],
                 },
