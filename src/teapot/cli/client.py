@@ -95,3 +95,13 @@ class TeapotClient:
 
     def delete_network(self, ident: str) -> None:
         self._call("DELETE", f"/networks/{ident}")
+
+    def list_volume_attachments(self, cluster: str) -> list[dict]:
+        return self._call("GET", f"/clusters/{cluster}/volume_attachments")["volume_attachments"]
+
+    def attach_volume(self, cluster: str, volume_id: str, host: str) -> dict:
+        return self._call("POST", f"/clusters/{cluster}/volume_attachments",
+                          json={"volume_id": volume_id, "host": host})
+
+    def detach_volume(self, cluster: str, attachment: str) -> None:
+        self._call("DELETE", f"/clusters/{cluster}/volume_attachments/{attachment}")

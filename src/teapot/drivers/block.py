@@ -364,6 +364,12 @@ class CinderBlock:
         r = self._call(sess, "GET", f"/volumes/{volume_id}")
         if r.status_code != 200:
             raise _volume_status_error(volume_id, r.status_code, _message(r))
+        for att in (r.json().get("volume") or {}).get("attachments") or []:
+            # Cinder lets one instance hold several attachments of a volume (for moves): a host
+            # gets a volume once.
+            if att.get("server_id") == host.node_uuid:
+                raise BlockError(409, f"volume {volume_id} is already attached to host "
+                                      f"{host.name} (attachment {att.get('attachment_id')})")
         body = {"attachment": {"volume_uuid": volume_id, "instance_uuid": host.node_uuid,
                                "connector": connector(host)}}
         r = self._call(sess, "POST", "/attachments", json=body)

@@ -44,7 +44,7 @@ TEAPOT_USER = "client.teapot"
 # Teapot makes the per-project users of volume attachments (client.teapot-<project>) and sets their
 # caps; it may run those commands on those entities only, and read the pool's image id objects.
 TEAPOT_MON_CAPS = ", ".join(
-    ["allow r"] + [f'allow command "{c}" with entity prefix client.teapot-'
+    ["allow r"] + [f"allow command '{c}' with entity prefix client.teapot-"
                    for c in ("auth get-or-create", "auth caps", "auth get")])
 
 # Every cephx entity of the box and its capabilities.
