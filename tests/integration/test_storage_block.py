@@ -241,6 +241,43 @@ def test_reader_lists_but_cannot_attach(storage_box, tenant_clusters, block):
     assert r.status_code == 403, r.text
 
 
+def test_ceph_failure_leaves_no_attachment(storage_box, tenant_clusters, block):
+    """Cinder attaches, but the project's Ceph user cannot be given the image (its id object is
+    out of the way, moved by Ceph's admin): Teapot answers an error naming the volume and
+    removes the attachment; the project's other volume still opens."""
+    demo = tenant_clusters["demo"]
+    vol = _volume(demo.user, "block-broken")
+    name, hidden = f"volume-{vol.id}", f"hidden-{vol.id}"
+    admin = rados.Rados(conffile=str(storage_box.state_dir / "etc" / "ceph" / "ceph.conf"),
+                        name="client.admin")
+    admin.connect(timeout=60)
+    try:
+        with admin.open_ioctx("volumes") as ioctx:
+            rbd.RBD().rename(ioctx, name, hidden)
+            try:
+                r = api(storage_box, demo.user, "POST",
+                        f"/v1/clusters/{demo.uuid}/volume_attachments",
+                        json={"volume_id": vol.id, "host": _show_hosts(storage_box, demo)[0]})
+            finally:
+                rbd.RBD().rename(ioctx, hidden, name)
+    finally:
+        admin.shutdown()
+    assert r.status_code == 502, r.text
+    detail = r.json()["errors"][0]["detail"]
+    assert vol.id in detail and "the attachment was removed" in detail, detail
+    conn = _cinder(demo.user)
+    again = wait_for(lambda: (v := conn.block_storage.get_volume(vol.id)).status == "available"
+                     and v, timeout=60, what="volume available again")
+    assert not again.attachments
+    listed = api(storage_box, demo.user, "GET", f"/v1/clusters/{demo.uuid}/volume_attachments")
+    assert vol.id not in listed.text
+    secret = _ceph_secret(storage_box, demo.uuid)
+    info = block["attached"]["demo"]["connection_info"]
+    with _rados(storage_box, secret["userID"], secret["userKey"], info) as cluster:
+        assert _open_rw(cluster, *_image(info), b"intact") == b"intact"
+    conn.block_storage.delete_volume(vol.id)
+
+
 def test_cli_lists_and_detaches(storage_box, tenant_clusters, block):
     demo = tenant_clusters["demo"]
     a = block["attached"]["demo"]
