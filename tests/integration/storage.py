@@ -110,6 +110,18 @@ def addons_of(box: Box, uuid: str) -> list[dict]:
     return list(yaml.safe_load_all(found[0]))
 
 
+def hosts_of(box: Box, cluster_uuid: str) -> list[str]:
+    """The names of the cluster's hosts (from the database the conductor wrote)."""
+    db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
+    try:
+        rows = db.execute("SELECT name FROM hosts WHERE cluster_uuid = ? ORDER BY name",
+                          (cluster_uuid,)).fetchall()
+    finally:
+        db.close()
+    assert rows, f"cluster {cluster_uuid} has no hosts"
+    return [r[0] for r in rows]
+
+
 @dataclass
 class TenantCluster:
     """A CREATE_COMPLETE cluster of one project, asking for every kind of storage."""

@@ -100,7 +100,7 @@ def block(storage_box, tenant_clusters):
     out = {"volumes": made, "attached": {}, "responses": {}}
     try:
         for who, tc in (("demo", demo), ("other", other)):
-            host = _show_hosts(box, tc)[0]
+            host = storage.hosts_of(box, tc.uuid)[0]
             r = api(box, tc.user, "POST", f"/v1/clusters/{tc.uuid}/volume_attachments",
                     json={"volume_id": made[who].id, "host": host})
             assert r.status_code == 201, r.text
@@ -117,20 +117,6 @@ def block(storage_box, tenant_clusters):
             with contextlib.suppress(Exception):
                 vol = conn.block_storage.wait_for_status(made[who], "available", wait=60)
                 conn.block_storage.delete_volume(vol)
-
-
-def _show_hosts(box, tc) -> list[str]:
-    """The names of the cluster's hosts (from the database the conductor wrote)."""
-    import sqlite3
-
-    db = sqlite3.connect(box.state_dir / "data" / "teapot" / "teapot.sqlite")
-    try:
-        rows = db.execute("SELECT name FROM hosts WHERE cluster_uuid = ? ORDER BY name",
-                          (tc.uuid,)).fetchall()
-    finally:
-        db.close()
-    assert rows, f"cluster {tc.uuid} has no hosts"
-    return [r[0] for r in rows]
 
 
 def test_attachment_is_cinders_with_the_node_as_instance(storage_box, tenant_clusters, block):
@@ -196,7 +182,7 @@ def test_teapots_ceph_user_manages_only_project_users(storage_box):
 def test_other_project_cannot_attach_demos_volume(storage_box, tenant_clusters, block):
     demo, other = tenant_clusters["demo"], tenant_clusters["other"]
     vol = block["volumes"]["demo"].id
-    host = _show_hosts(storage_box, other)[0]
+    host = storage.hosts_of(storage_box, other.uuid)[0]
     r = api(storage_box, other.user, "POST", f"/v1/clusters/{other.uuid}/volume_attachments",
             json={"volume_id": vol, "host": host})
     assert r.status_code in (400, 404), r.text
@@ -209,10 +195,10 @@ def test_other_project_cannot_attach_demos_volume(storage_box, tenant_clusters, 
 def test_bad_requests_name_what_is_wrong(storage_box, tenant_clusters, block):
     demo, other = tenant_clusters["demo"], tenant_clusters["other"]
     path = f"/v1/clusters/{demo.uuid}/volume_attachments"
-    host = _show_hosts(storage_box, demo)[0]
+    host = storage.hosts_of(storage_box, demo.uuid)[0]
     r = api(storage_box, demo.user, "POST", path,
-            json={"volume_id": block["volumes"]["demo"].id, "host": _show_hosts(storage_box,
-                                                                                 other)[0]})
+            json={"volume_id": block["volumes"]["demo"].id, "host": storage.hosts_of(
+                storage_box, other.uuid)[0]})
     assert r.status_code == 400 and "is not a host of cluster" in r.text, r.text
     missing = "00000000-0000-4000-8000-000000000000"
     r = api(storage_box, demo.user, "POST", path, json={"volume_id": missing, "host": host})
@@ -235,7 +221,7 @@ def test_reader_lists_but_cannot_attach(storage_box, tenant_clusters, block):
     r = api(storage_box, viewer, "GET", f"{path}/{block['attached']['demo']['id']}")
     assert r.status_code == 200 and r.json()["volume_id"] == block["volumes"]["demo"].id
     r = api(storage_box, viewer, "POST", path, json={"volume_id": block["volumes"]["demo"].id,
-                                                     "host": _show_hosts(storage_box, demo)[0]})
+                                                     "host": storage.hosts_of(storage_box, demo.uuid)[0]})
     assert r.status_code == 403, r.text
     r = api(storage_box, viewer, "DELETE", f"{path}/{block['attached']['demo']['id']}")
     assert r.status_code == 403, r.text
@@ -257,7 +243,7 @@ def test_ceph_failure_leaves_no_attachment(storage_box, tenant_clusters, block):
             try:
                 r = api(storage_box, demo.user, "POST",
                         f"/v1/clusters/{demo.uuid}/volume_attachments",
-                        json={"volume_id": vol.id, "host": _show_hosts(storage_box, demo)[0]})
+                        json={"volume_id": vol.id, "host": storage.hosts_of(storage_box, demo.uuid)[0]})
             finally:
                 rbd.RBD().rename(ioctx, hidden, name)
     finally:

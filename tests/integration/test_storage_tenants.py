@@ -6,6 +6,7 @@ project's cluster is refused each time, by the storage services themselves."""
 
 from __future__ import annotations
 
+import base64
 import errno
 import io
 import secrets
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from .conftest import Box, wait_for
-from .storage import TenantCluster
+from .storage import TenantCluster, api, hosts_of
 
 pytestmark = pytest.mark.integration
 
@@ -190,6 +191,20 @@ def test_an_encrypted_volume_has_its_key_in_barbican_for_its_project_only(storag
         refused = sess.get(f"/v1/secrets/{secret_id}/payload", endpoint_filter=keys,
                            headers={"Accept": "application/octet-stream"}, raise_exc=False)
         assert refused.status_code in (403, 404), refused.status_code
-    # The key appears in none of the box's logs.
+    # Attached to the cluster's host through Teapot: the connection info says it is encrypted
+    # (the host reads the key from Barbican itself), and carries no key.
+    host = hosts_of(storage_box, demo.uuid)[0]
+    base = f"/v1/clusters/{demo.uuid}/volume_attachments"
+    attached = api(storage_box, demo.user, "POST", base,
+                   json={"volume_id": volume["id"], "host": host})
+    assert attached.status_code == 201, attached.text
+    assert attached.json()["connection_info"]["data"]["encrypted"] is True
+    for form in (payload.content.hex(), base64.b64encode(payload.content).decode()):
+        assert form not in attached.text
+    detached = api(storage_box, demo.user, "DELETE", f"{base}/{attached.json()['id']}")
+    assert detached.status_code == 204, detached.text
+    # The key appears in none of the box's logs (Teapot's included).
     for log in (storage_box.state_dir / "logs").glob("*.log"):
-        assert payload.content.hex() not in log.read_text(errors="replace"), log
+        text = log.read_text(errors="replace")
+        assert payload.content.hex() not in text, log
+        assert base64.b64encode(payload.content).decode() not in text, log
