@@ -28,11 +28,14 @@ asks Keystone for an EC2 credential of the access's own (``POST
 RevokeBucketAccess deletes: its ``account_id`` is ``ec2-<access key>``. Keystone refuses that to
 application credentials: the credential APIs reject every delegated token (application
 credentials included) with 403, and the cluster's credential also lacks an ``identity`` access
-rule (401). When Keystone refuses, the access gets the cluster's own EC2 credentials
-(``account_id`` ``cluster-<access key>``) and revoking it is a no-op: those credentials are the
-cluster's, live as long as its application credential, and are rotated with it by Teapot. A
-Keystone error of another kind is UNAVAILABLE (the sidecar retries). ServiceAccount
-authentication cannot be mapped onto Keystone and is INVALID_ARGUMENT.
+rule (401: Keystone applies access rules to its own API too). An ``identity`` rule would only
+turn the 401 into that 403, so the cluster's credential gets none. When Keystone refuses, the
+access gets the cluster's own EC2 credentials (``account_id`` ``cluster-<access key>``) and
+revoking it is a no-op: those credentials are the cluster's, live as long as its application
+credential, and are rotated with it by Teapot. A Keystone error of another kind is UNAVAILABLE
+(the sidecar retries). ServiceAccount authentication cannot be mapped onto Keystone and is
+INVALID_ARGUMENT. Access modes are not applied (v1alpha2's AccessMode carries no value on the
+wire, and a project's credentials are read-write in RGW).
 
 Secrets (the cluster's and granted keys) never reach logs; the Grant response carries the
 granted secret, as the protocol requires.
