@@ -40,22 +40,31 @@ def sm(db_url):
 
 # -- the API in process, on a real database; tokens name fixed identities -------------------------------
 class Tokens:
-    """Stands in for Keystone's token validation: each token is one identity."""
+    """Stands in for Keystone's token validation: each token is one identity; `add` makes more,
+    with the access rules of an application credential."""
 
     def __init__(self):
-        from teapot.api.auth import Identity
-
-        def ident(user: str, project: str, *roles: str) -> Identity:
-            return Identity(user_id=f"{user}-id", user_name=user, project_id=project,
-                            project_name=project, roles=roles, system_scope=None,
-                            is_admin_project=False)
-
+        ident = self._identity
         self.identities = {
             "admin": ident("admin", "p-admin", "admin", "member", "reader"),
             "alice": ident("alice", "p-one", "member", "reader"),
             "bob": ident("bob", "p-two", "member", "reader"),
             "rita": ident("rita", "p-one", "reader"),
         }
+
+    @staticmethod
+    def _identity(user: str, project: str, *roles: str, access_rules=None):
+        from teapot.api.auth import Identity
+
+        return Identity(user_id=f"{user}-id", user_name=user, project_id=project,
+                        project_name=project, roles=roles, system_scope=None,
+                        is_admin_project=False,
+                        access_rules=None if access_rules is None else tuple(access_rules))
+
+    def add(self, token: str, project: str, *roles: str, access_rules=None) -> str:
+        self.identities[token] = self._identity(token, project, *roles,
+                                                access_rules=access_rules)
+        return token
 
     def validate(self, token: str):
         from teapot.api.auth import InvalidToken
@@ -80,13 +89,26 @@ def api_conf(tmp_path, db_url):
 
 
 @pytest.fixture
-def client(api_conf):
-    """A TestClient of the API; `client.as_(name)` sends that identity's token."""
+def tokens() -> Tokens:
+    return Tokens()
+
+
+@pytest.fixture
+def identity_driver():
+    """The API's clusters' Keystone credentials driver (None: one from the configuration, which
+    reaches no Keystone); a test overrides it to stand in for Keystone."""
+    return None
+
+
+@pytest.fixture
+def client(api_conf, tokens, identity_driver):
+    """A TestClient of the API; `call(client, token, ...)` sends that identity's token."""
     from starlette.testclient import TestClient
 
     from teapot.api import app as api_app
 
-    with TestClient(api_app.build(api_conf, validator=Tokens()), base_url="http://teapot") as c:
+    app = api_app.build(api_conf, validator=tokens, identity=identity_driver)
+    with TestClient(app, base_url="http://teapot") as c:
         yield c
 
 

@@ -318,3 +318,104 @@ def test_cosi_objects_carry_no_secret_and_come_only_with_object_storage():
                 if o["apiVersion"].startswith("objectstorage.k8s.io/")
                 or o["metadata"]["name"] == "teapot-cosi"]
     assert cosi_addons.ENDPOINT.endswith(".sock")  # the sidecar accepts only *.sock sockets
+
+
+# -- access credentials from Teapot's API ---------------------------------------------------------
+CLUSTER = "0b5c1f3e-7d2a-4c1b-9e8f-1a2b3c4d5e6f"
+TEAPOT_ENV = {**ENV, "OS_AUTH_URL": "http://127.0.0.1:5000/v3",
+              "OS_APPLICATION_CREDENTIAL_ID": "appcred",
+              "OS_APPLICATION_CREDENTIAL_SECRET": "app-secret-value",
+              "TEAPOT_CLUSTER_UUID": CLUSTER}
+
+
+def test_the_cluster_uuid_switches_access_to_teapot():
+    cfg = Config.load(TEAPOT_ENV)
+    assert cfg.cluster_uuid == CLUSTER
+    driver = Driver(cfg)
+    assert driver.teapot is not None and driver.keystone is None
+    assert driver.teapot.path == f"clusters/{CLUSTER}/bucket_credentials"
+    assert driver.teapot.filter["service_type"] == "container-infra"
+    older = Driver(Config.load({k: v for k, v in TEAPOT_ENV.items()
+                                if k != "TEAPOT_CLUSTER_UUID"}))
+    assert older.teapot is None and older.keystone is not None
+    with pytest.raises(ValueError, match="TEAPOT_CLUSTER_UUID must be a uuid"):
+        Config.load({**TEAPOT_ENV, "TEAPOT_CLUSTER_UUID": "../other"})
+    with pytest.raises(ValueError, match="TEAPOT_CLUSTER_UUID needs OS_AUTH_URL"):
+        Config.load({**ENV, "TEAPOT_CLUSTER_UUID": CLUSTER})
+
+
+class _Answer:
+    def __init__(self, status: int, body=None):
+        self.status_code, self._body = status, body
+
+    def json(self):
+        if self._body is None:
+            raise ValueError("no JSON")
+        return self._body
+
+
+class _Teapot:
+    """Teapot's bucket credentials API as the driver sees it: the answers it is given, in turn
+    (an exception is raised, as keystoneauth raises a connection failure)."""
+
+    def __init__(self, *answers):
+        self.answers, self.calls = list(answers), []
+
+    def _next(self, *call):
+        self.calls.append(call)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def create(self, name):
+        return self._next("create", name)
+
+    def delete(self, access):
+        return self._next("delete", access)
+
+
+def test_grant_and_revoke_through_teapot():
+    from keystoneauth1 import exceptions as ksa_exc
+
+    from teapot.cosi.driver import Refused
+
+    made = {"access": "a1b2", "secret": "granted-secret", "created_at": "2026-01-01T00:00:00"}
+    teapot = _Teapot(_Answer(201, made), _Answer(204), _Answer(404))
+    driver = Driver(Config.load(TEAPOT_ENV), teapot=teapot)
+    assert driver.grant("ba-1") == ("ec2-a1b2", "a1b2", "granted-secret")
+    driver.revoke("ec2-a1b2")
+    driver.revoke("ec2-a1b2")  # already gone is fine
+    assert teapot.calls == [("create", "ba-1"), ("delete", "a1b2"), ("delete", "a1b2")]
+    # unreachable, or 5xx: UNAVAILABLE (the sidecar retries); a refusal names Teapot's reason
+    for answer, code in [(ksa_exc.ConnectFailure("down"), grpc.StatusCode.UNAVAILABLE),
+                         (_Answer(503, None), grpc.StatusCode.UNAVAILABLE),
+                         (_Answer(500, {"errors": [{"detail": "internal error"}]}),
+                          grpc.StatusCode.UNAVAILABLE),
+                         (_Answer(201, {"access": "x"}), grpc.StatusCode.UNAVAILABLE),
+                         (_Answer(409, {"errors": [{"detail": "delete one first"}]}),
+                          grpc.StatusCode.FAILED_PRECONDITION)]:
+        driver.teapot = _Teapot(answer)
+        with pytest.raises(Refused) as caught:
+            driver.grant("ba-2")
+        assert caught.value.code == code, answer
+    assert "delete one first" in str(caught.value)
+    for answer, code in [(ksa_exc.ConnectFailure("down"), grpc.StatusCode.UNAVAILABLE),
+                         (_Answer(502), grpc.StatusCode.UNAVAILABLE),
+                         (_Answer(401), grpc.StatusCode.FAILED_PRECONDITION)]:
+        driver.teapot = _Teapot(answer)
+        with pytest.raises(Refused) as caught:
+            driver.revoke("ec2-a1b2")
+        assert caught.value.code == code, answer
+    # the cluster's own keys are never granted by a driver that can ask Teapot
+    driver.teapot = _Teapot(_Answer(403, {"errors": [{"detail": "no"}]}))
+    with pytest.raises(Refused):
+        driver.grant("ba-3")
+
+
+def test_the_object_secret_names_the_cluster():
+    objects = addons.objects(_cfg((storage.OBJECT,), cluster_uuid=CLUSTER))
+    (secret,) = [o for o in objects if o["kind"] == "Secret"
+                 and o["metadata"]["name"] == addons.OBJECT_SECRET]
+    assert secret["stringData"]["TEAPOT_CLUSTER_UUID"] == CLUSTER
+    assert Config.load(secret["stringData"]).cluster_uuid == CLUSTER

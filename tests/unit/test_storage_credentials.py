@@ -41,24 +41,37 @@ def test_bad_storage_labels_name_the_label(labels, field):
     assert e.value.field == field
 
 
+CLUSTER = "3f0b5b8e-5a3c-4f4e-9d2c-0a1b2c3d4e5f"
+
+
 def test_access_rules_name_only_the_storage_asked_for():
-    file_rules = storage.access_rules((storage.FILE,))
+    file_rules = storage.access_rules((storage.FILE,), CLUSTER)
     assert {r["service"] for r in file_rules} == {"sharev2", "share"}
     assert {"service": "sharev2", "method": "GET", "path": "/v2/"} in file_rules
     assert {"service": "sharev2", "method": "POST", "path": "/v2/shares/*/action"} in file_rules
     assert {"service": "sharev2", "method": "POST", "path": "/v2/*/shares/*/action"} in file_rules
-    both = storage.access_rules((storage.FILE, storage.OBJECT))
-    assert {r["service"] for r in both} == {"sharev2", "share", "object-store"}
+    both = storage.access_rules((storage.FILE, storage.OBJECT), CLUSTER)
+    assert {r["service"] for r in both} == {"sharev2", "share", "object-store", "container-infra"}
     # Swift's and RGW's paths to the project's account only
     swift = [r["path"] for r in both if r["service"] == "object-store"]
     assert "/v1/AUTH_*/**" in swift and "/swift/v1/AUTH_*/**" in swift
     assert all("/AUTH_*" in p for p in swift)
-    every = storage.access_rules((storage.FILE, storage.OBJECT, storage.BLOCK, storage.KEYS))
+    # Teapot: the bucket credentials of this cluster, nothing else
+    teapot = sorted((r["method"], r["path"]) for r in both if r["service"] == "container-infra")
+    assert teapot == [("DELETE", f"/v1/clusters/{CLUSTER}/bucket_credentials/*"),
+                      ("GET", f"/v1/clusters/{CLUSTER}/bucket_credentials"),
+                      ("POST", f"/v1/clusters/{CLUSTER}/bucket_credentials")]
+    every = storage.access_rules((storage.FILE, storage.OBJECT, storage.BLOCK, storage.KEYS),
+                                 CLUSTER)
     assert {r["service"] for r in every} == {"sharev2", "share", "object-store", "volumev3",
-                                            "block-storage", "key-manager"}
-    assert storage.access_rules(()) == []
+                                            "block-storage", "key-manager", "container-infra"}
+    assert storage.access_rules((), CLUSTER) == []
+    assert not {r["service"] for r in storage.access_rules((storage.FILE, storage.BLOCK),
+                                                           CLUSTER)} & {"container-infra"}
     # nothing of Keystone, compute or networking, and every rule is a method and an absolute path
-    assert not {r["service"] for r in every} & {"identity", "compute", "network", "container-infra"}
+    assert not {r["service"] for r in every} & {"identity", "compute", "network"}
+    with pytest.raises(ValueError):
+        storage.access_rules((storage.OBJECT,), "*")
     assert all(r["path"].startswith("/") and r["method"].isupper() for r in every)
     assert len({(r["service"], r["method"], r["path"]) for r in every}) == len(every)
 

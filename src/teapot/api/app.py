@@ -16,6 +16,7 @@ from starlette.routing import Route
 from teapot import config, crypto
 from teapot.api import openapi, operations
 from teapot.api.auth import TokenValidator
+from teapot.api.bucket_credentials import routes as bucket_routes
 from teapot.api.container_infra import routes as ci_routes
 from teapot.api.errors import APIError, error_response
 from teapot.api.hosts import routes as host_routes
@@ -32,7 +33,7 @@ from teapot.resources.errors import ValidationError
 
 # Every operation of every API, each with its declared schemas.
 OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS, *network_routes.OPERATIONS,
-              *volume_routes.OPERATIONS]
+              *volume_routes.OPERATIONS, *bucket_routes.OPERATIONS]
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ async def openapi_document(request: Request) -> JSONResponse:
     return JSONResponse(doc)
 
 
-def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
+def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
+    """The application; `validator` (Keystone token validation) and `identity` (clusters'
+    Keystone credentials, drivers.identity.KeystoneCredentials) default to ones from `conf`."""
     routes = [*operations.routes(OPERATIONS), Route("/openapi.json", openapi_document)]
     routes.extend(observe.ROUTES)  # /metrics and /healthz, unauthenticated
 
@@ -128,6 +131,11 @@ def build(conf: cfg.ConfigOpts, validator=None) -> Starlette:
     app.state.networks_enabled = conf.network.enabled
     app.state.openapi = None
     app.state.block = volume_routes.make_driver(conf)
+    if identity is None:
+        from teapot.drivers.identity import KeystoneCredentials
+
+        identity = KeystoneCredentials.from_conf(conf)
+    app.state.identity = identity  # bucket credentials, made as Teapot's service user
     ka = conf.keystone_authtoken
     app.state.validator = validator or TokenValidator(
         ka.auth_url, ka.username, ka.password, ka.project_name, ka.user_domain_name,

@@ -3,12 +3,21 @@
 Tokens are validated with Keystone's `GET /v3/auth/tokens` as Teapot's service user (keystoneauth1),
 and parsed into keystoneauth1 AccessInfo. A valid token is trusted for `cache_seconds` or until it
 expires, whichever comes first; cache keys are hashes, never the token itself.
+
+Application credentials with access rules. Keystone validates a token of such a credential only for
+a validator that says it enforces access rules (the header `OpenStack-Identity-Access-Rules`, as
+keystonemiddleware sends it); Teapot sends it, keeps the token's rules in `Identity.access_rules`
+and, as keystonemiddleware does, refuses (401) a request no rule allows: a rule allows a request
+when its service is Teapot's catalog type (`container-infra`), its method is the request's, and
+its path matches the request's path (`*` or `{name}` one path segment, `**` any number of
+characters). A token without access rules is not restricted.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +37,41 @@ class Identity:
     roles: tuple[str, ...]
     system_scope: str | None
     is_admin_project: bool
+    # The access rules of the token's application credential; None: the token has none.
+    access_rules: tuple[dict, ...] | None = None
+
+
+# keystonemiddleware's header and the version of access rules it supports.
+ACCESS_RULES_HEADER = "OpenStack-Identity-Access-Rules"
+ACCESS_RULES_VERSION = "1"
+_PATTERN = re.compile(r"(?P<any>\*\*)|(?P<one>\*|\{[^}]*\})|(?P<literal>[^*{]+|[*{])")
+
+
+def _path_regex(pattern: str) -> re.Pattern:
+    out = []
+    for m in _PATTERN.finditer(pattern):
+        if m.group("any"):
+            out.append(".*")
+        elif m.group("one"):
+            out.append("[^/]+")
+        else:
+            out.append(re.escape(m.group("literal")))
+    return re.compile("".join(out))
+
+
+def path_matches(path: str, pattern: str) -> bool:
+    """Whether a request path matches an access rule's path: `*` (or `{name}`) is one non-empty
+    path segment, `**` any number of characters (slashes too), everything else literal."""
+    return _path_regex(pattern).fullmatch(path) is not None
+
+
+def allows(rules: tuple[dict, ...] | None, service_type: str, method: str, path: str) -> bool:
+    """Whether access rules allow a request to the service of `service_type`; no rules (None)
+    allow everything, an empty list nothing."""
+    if rules is None:
+        return True
+    return any(r.get("service") == service_type and r.get("method") == method
+               and path_matches(path, str(r.get("path", ""))) for r in rules)
 
 
 class InvalidToken(Exception):
@@ -57,16 +101,20 @@ class TokenValidator:
                 self._cache.move_to_end(key)
                 return hit[1]
         try:
-            resp = self.session.get(self.auth_url + "/auth/tokens", headers={"X-Subject-Token": token},
+            resp = self.session.get(self.auth_url + "/auth/tokens",
+                                    headers={"X-Subject-Token": token,
+                                             ACCESS_RULES_HEADER: ACCESS_RULES_VERSION},
                                     authenticated=True)
         except (ksa_exc.NotFound, ksa_exc.Unauthorized, ksa_exc.BadRequest):
             raise InvalidToken("the token is not valid (expired, revoked or malformed)") from None
         info = access.create(body=resp.json(), auth_token=token)
+        rules = getattr(info, "application_credential_access_rules", None)
         identity = Identity(
             user_id=info.user_id, user_name=info.username, project_id=info.project_id,
             project_name=info.project_name, roles=tuple(info.role_names),
             system_scope="all" if info.system_scoped else None,
             is_admin_project=bool(getattr(info, "is_admin_project", False)),
+            access_rules=tuple(dict(r) for r in rules) if rules else None,  # as Keystone: [] is none
         )
         expires = info.expires.timestamp() if isinstance(info.expires, datetime.datetime) else now
         with self._lock:

@@ -6,8 +6,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from teapot.api.auth import Identity, InvalidToken
+from teapot.api.auth import Identity, InvalidToken, allows
 from teapot.api.errors import APIError
+from teapot.resources.storage import TEAPOT_SERVICE
 
 
 class FastJSONResponse(JSONResponse):
@@ -28,6 +29,12 @@ def identity(request: Request) -> Identity:
         ident = request.app.state.validator.validate(token)
     except InvalidToken as e:
         raise APIError(401, str(e)) from None
+    # An application credential's access rules, enforced before any policy check (as
+    # keystonemiddleware does): a request they do not allow is not authenticated.
+    if not allows(ident.access_rules, TEAPOT_SERVICE, request.method, request.url.path):
+        raise APIError(401, f"Token authorization failed: the application credential's access "
+                            f"rules do not allow {request.method} {request.url.path} "
+                            f"({TEAPOT_SERVICE})")
     request.state.identity = ident
     return ident
 

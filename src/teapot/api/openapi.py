@@ -31,7 +31,7 @@ def _operation(op: Operation) -> dict:
     if params:
         out["parameters"] = params
     if op.body is not None:
-        out["requestBody"] = {"required": True,
+        out["requestBody"] = {"required": not op.body_optional,
                               "content": {"application/json": {"schema": op.body}}}
     if not op.authenticated:
         out["security"] = []

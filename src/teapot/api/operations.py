@@ -36,6 +36,7 @@ class Operation:
     query: dict[str, dict] = field(default_factory=dict)  # parameter → schema
     authenticated: bool = True
     rule: str | None = None  # a policy rule checked before the body is (needs no object)
+    body_optional: bool = False  # an empty request body stands for {}
     _body_validator: Any = field(default=None, init=False, repr=False)
     _query_validators: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -71,6 +72,8 @@ class Operation:
     def parse_body(self, raw: bytes) -> Any:
         if self._body_validator is None:
             return None
+        if not raw.strip() and self.body_optional:
+            raw = b"{}"
         if not raw:
             raise ValidationError("", "the request needs a JSON body")
         try:

@@ -106,10 +106,26 @@ VOLUME_ATTACHMENT_RULES = [
 ]
 RULES.extend(VOLUME_ATTACHMENT_RULES)
 
+BUCKET_CREDENTIAL_RULES = [
+    policy.DocumentedRuleDefault(f"teapot:bucket_credential:{action}", rule, summary,
+                                 [{"path": path, "method": method}])
+    for action, rule, summary, path, method in [
+        ("get_all", "rule:admin_or_reader", "List a cluster's bucket credentials (access keys)",
+         "/v1/clusters/{cluster}/bucket_credentials", "GET"),
+        ("create", "rule:admin_or_member", "Make an S3 credential for a cluster",
+         "/v1/clusters/{cluster}/bucket_credentials", "POST"),
+        ("delete", "rule:admin_or_member", "Delete a cluster's S3 credential",
+         "/v1/clusters/{cluster}/bucket_credentials/{access}", "DELETE"),
+    ]
+]
+RULES.extend(BUCKET_CREDENTIAL_RULES)
+
 WHY = {
     "teapot:network": "this needs the member role in the network's project (reader to read)",
     "teapot:volume_attachment": "this needs the member role in the cluster's project (reader "
                                 "to read)",
+    "teapot:bucket_credential": "this needs the member role in the cluster's project (reader "
+                                "to list)",
     "teapot:host": "hosts are managed by cloud administrators and need the admin role",
     "container-infra:clustertemplate:publish": "only cloud administrators make public templates",
     "container-infra:quota:write": "quotas are set by cloud administrators",

@@ -80,12 +80,9 @@ def _registry(conf: cfg.ConfigOpts) -> NeutronRegistry:
 def _identity(conf: cfg.ConfigOpts):
     """Clusters' storage credentials in Keystone, made as Teapot's service user; the project
     users' passwords are derived from the secrets key file (nothing more is stored)."""
-    from pathlib import Path
-
     from teapot.drivers.identity import KeystoneCredentials
 
-    return KeystoneCredentials(_service_session(conf), conf.keystone_authtoken.auth_url,
-                               Path(conf.secrets.key_file).read_bytes())
+    return KeystoneCredentials.from_conf(conf)
 
 
 def _block(conf: cfg.ConfigOpts):

@@ -254,7 +254,7 @@ class ClusterReconciler:
             ceph_user = block.ceph_user(row.project_id).removeprefix("client.")
         return addons.manifest(addons.StorageConfig(
             kinds=kinds, auth_url=identity_url, region=region or "RegionOne",
-            project_id=row.project_id,
+            project_id=row.project_id, cluster_uuid=row.uuid,
             application_credential_id=creds["application_credential_id"],
             application_credential_secret=creds["application_credential_secret"],
             ec2_access=creds.get("ec2_access"), ec2_secret=creds.get("ec2_secret"),
@@ -288,7 +288,8 @@ class ClusterReconciler:
         kinds = tuple(row.attrs.get("storage_kinds") or ())
         try:
             made = self.identity.create(row.project_id, row.uuid, step.rotation,
-                                        storage.access_rules(kinds), ec2=storage.OBJECT in kinds)
+                                        storage.access_rules(kinds, row.uuid),
+                                        ec2=storage.OBJECT in kinds)
         except IdentityError as e:
             return self._credential_failed(row, generation, e)
         with self.sm.begin() as session:

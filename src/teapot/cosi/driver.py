@@ -10,8 +10,8 @@ Configuration is the cluster's Secret ``openstack-object-storage``, read from th
 with ``--config-dir``, from files named like the variables, as a mounted Secret gives them):
 ``S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (the cluster's EC2 credentials),
 ``OS_AUTH_URL`` and ``OS_APPLICATION_CREDENTIAL_ID``/``_SECRET`` (the cluster's application
-credential); ``S3_REGION`` is the region S3 requests are signed for (RGW's default zonegroup answers
-to ``us-east-1``).
+credential), ``OS_REGION_NAME``, ``TEAPOT_CLUSTER_UUID`` (the cluster, in Teapot); ``S3_REGION`` is the
+region S3 requests are signed for (RGW's default zonegroup answers to ``us-east-1``).
 
 Buckets. RGW authenticates the cluster's EC2 credentials against Keystone and, with implicit
 tenants, keeps each Keystone project's buckets in a namespace of its own: another project may own a
@@ -22,18 +22,29 @@ has no such bucket), DeleteBucket is S3 DeleteBucket (already gone is fine, a bu
 is FAILED_PRECONDITION: COSI never deletes data).
 
 Access. Every EC2 credential of a project reaches all of that project's buckets (RGW maps them all
-to the project's one RGW user), so an access is a credential, not a policy. GrantBucketAccess first
-asks Keystone for an EC2 credential of the access's own (``POST
-/v3/users/{user}/credentials/OS-EC2`` with the cluster's application credential), which
-RevokeBucketAccess deletes: its ``account_id`` is ``ec2-<access key>``. Keystone refuses that to
-application credentials: the credential APIs reject every delegated token (application
-credentials included) with 403, and the cluster's credential also lacks an ``identity`` access
-rule (401: Keystone applies access rules to its own API too). An ``identity`` rule would only
-turn the 401 into that 403, so the cluster's credential gets none. When Keystone refuses, the
-access gets the cluster's own EC2 credentials (``account_id`` ``cluster-<access key>``) and
-revoking it is a no-op: those credentials are the cluster's, live as long as its application
-credential, and are rotated with it by Teapot. A Keystone error of another kind is UNAVAILABLE
-(the sidecar retries). ServiceAccount authentication cannot be mapped onto Keystone and is
+to the project's one RGW user), so an access is a credential, not a policy. Keystone refuses EC2
+credentials to application credentials (its credential APIs reject every delegated token with
+403; without an ``identity`` access rule the cluster's credential gets 401 first), so the
+credential of an access is made by Teapot, on the cluster's behalf: GrantBucketAccess calls
+``POST /v1/clusters/<TEAPOT_CLUSTER_UUID>/bucket_credentials`` of Teapot's API (catalog type
+``container-infra``) with the cluster's application credential, whose access rules allow exactly
+that, listing and deleting them, for its own cluster. The answer is an EC2 credential of the
+project tied to the cluster's application credential (``account_id`` ``ec2-<access key>``);
+RevokeBucketAccess deletes it (``DELETE .../bucket_credentials/<access key>``; already gone is
+fine) and RGW refuses it from then on, with a delay for a key it has validated already: RGW
+(Ceph 16) keeps such a key and its secret in its Keystone secret cache until the Keystone token it
+got for it expires (Keystone's token lifetime; at most ``rgw_keystone_token_cache_size`` keys), so
+a revoked key in use may keep working that long; one never used is refused at once. Teapot's
+API unreachable, or answering 5xx, is UNAVAILABLE (the sidecar retries); a refusal (the cluster's
+limit of credentials, object storage not asked for) is FAILED_PRECONDITION with Teapot's reason.
+A rotation of the cluster's credentials ends the credentials granted under the old one.
+
+Older clusters, whose Secret has no ``TEAPOT_CLUSTER_UUID``, cannot call Teapot (their
+credential has no rule for it): an access then asks Keystone directly (``POST
+/v3/users/{user}/credentials/OS-EC2``), which refuses, and gets the cluster's own EC2 credentials
+(``account_id`` ``cluster-<access key>``); revoking such an access is a no-op, as those
+credentials are the cluster's, live as long as its application credential, and are rotated with
+it by Teapot. A Keystone error of another kind is UNAVAILABLE. ServiceAccount authentication cannot be mapped onto Keystone and is
 INVALID_ARGUMENT. Access modes are not applied (v1alpha2's AccessMode carries no value on the
 wire, and a project's credentials are read-write in RGW).
 
@@ -73,6 +84,8 @@ ACCOUNT_OWN, ACCOUNT_CLUSTER = "ec2-", "cluster-"
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _BUCKET = re.compile(r"[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]")
 _ID = re.compile(r"[-.a-zA-Z0-9]{1,2048}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+TEAPOT_SERVICE = "container-infra"  # Teapot's API in the catalog (Magnum's type)
 
 
 class Refused(Exception):
@@ -101,6 +114,8 @@ class Config:
     auth_url: str | None = None
     application_credential_id: str | None = None
     application_credential_secret: str | None = field(default=None, repr=False)
+    region_name: str | None = None
+    cluster_uuid: str | None = None  # set: access credentials come from Teapot's API
 
     def __post_init__(self) -> None:
         url = urlsplit(self.s3_endpoint)
@@ -114,6 +129,13 @@ class Config:
         if any(keystone) and not all(keystone):
             raise ValueError("OS_AUTH_URL, OS_APPLICATION_CREDENTIAL_ID and "
                              "OS_APPLICATION_CREDENTIAL_SECRET go together")
+        if self.cluster_uuid is not None:
+            if not _UUID.fullmatch(self.cluster_uuid):
+                raise ValueError(f"TEAPOT_CLUSTER_UUID must be a uuid, not "
+                                 f"{self.cluster_uuid[:80]!r}")
+            if not all(keystone):
+                raise ValueError("TEAPOT_CLUSTER_UUID needs OS_AUTH_URL and the cluster's "
+                                 "application credential")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] = os.environ,
@@ -134,7 +156,9 @@ class Config:
                    secret_key=get("AWS_SECRET_ACCESS_KEY") or "",
                    s3_region=get("S3_REGION") or "us-east-1", auth_url=get("OS_AUTH_URL"),
                    application_credential_id=get("OS_APPLICATION_CREDENTIAL_ID"),
-                   application_credential_secret=get("OS_APPLICATION_CREDENTIAL_SECRET"))
+                   application_credential_secret=get("OS_APPLICATION_CREDENTIAL_SECRET"),
+                   region_name=get("OS_REGION_NAME"),
+                   cluster_uuid=(get("TEAPOT_CLUSTER_UUID") or "").lower() or None)
 
 
 # -- argument checks (pure) ---------------------------------------------------------------------
@@ -240,7 +264,7 @@ class Keystone:
         Keystone's refusal with empty keys."""
         user_id, project_id = self._scope()
         resp = self.session.post(f"{self.auth_url}/users/{user_id}/credentials/OS-EC2",
-                                 json={"tenant_id": project_id}, raise_exc=False)
+                                 json={"tenant_id": project_id}, raise_exc=False, log=False)
         if resp.status_code != 201:
             return resp.status_code, "", ""
         made = resp.json()["credential"]
@@ -253,6 +277,48 @@ class Keystone:
             raise_exc=False).status_code
 
 
+class Teapot:
+    """The cluster's bucket credentials in Teapot's API, with the cluster's application
+    credential (keystoneauth1; Teapot's endpoint from the catalog of the credential's token)."""
+
+    def __init__(self, auth_url: str, credential_id: str, secret: str, cluster_uuid: str,
+                 region_name: str | None = None):
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        url = auth_url.rstrip("/")
+        if not url.endswith("/v3"):
+            url += "/v3"
+        self.session = session.Session(auth=v3.ApplicationCredential(
+            auth_url=url, application_credential_id=credential_id,
+            application_credential_secret=secret), timeout=30)
+        self.path = f"clusters/{cluster_uuid}/bucket_credentials"
+        self.filter = {"service_type": TEAPOT_SERVICE, "interface": "public"}
+        if region_name:
+            self.filter["region_name"] = region_name
+
+    def _request(self, method: str, path: str, **kw):
+        # log=False: keystoneauth logs bodies at DEBUG, and a made credential's carries its secret
+        return self.session.request(path, method, endpoint_filter=self.filter, raise_exc=False,
+                                    headers={"Accept": "application/json"}, log=False, **kw)
+
+    def create(self, name: str):
+        """Teapot's answer to making a credential named `name` (a requests Response)."""
+        return self._request("POST", self.path, json={"name": name})
+
+    def delete(self, access: str):
+        return self._request("DELETE", f"{self.path}/{access}")
+
+
+def _teapot_reason(resp) -> str:
+    """Teapot's own words for a refusal (its API-SIG error body), never more than a line."""
+    try:
+        detail = resp.json()["errors"][0]["detail"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        detail = ""
+    return f"{resp.status_code} {str(detail)[:300]}".rstrip()
+
+
 def _s3_error(error: S3Error, what: str) -> Refused:
     return Refused(grpc.StatusCode.UNAVAILABLE, f"RGW: {what} failed: {error.code}")
 
@@ -260,12 +326,18 @@ def _s3_error(error: S3Error, what: str) -> Refused:
 class Driver:
     """What the servicers do, over RGW (S3) and Keystone."""
 
-    def __init__(self, config: Config, keystone: Keystone | None = None):
+    def __init__(self, config: Config, keystone: Keystone | None = None,
+                 teapot: Teapot | None = None):
         self.config = config
         url = urlsplit(config.s3_endpoint)
         self.s3 = Minio(url.netloc, access_key=config.access_key, secret_key=config.secret_key,
                         secure=url.scheme == "https", region=config.s3_region)
-        if keystone is None and config.auth_url:
+        if teapot is None and config.cluster_uuid and config.auth_url:
+            teapot = Teapot(config.auth_url, config.application_credential_id or "",
+                            config.application_credential_secret or "", config.cluster_uuid,
+                            config.region_name)
+        self.teapot = teapot
+        if keystone is None and config.auth_url and teapot is None:
             keystone = Keystone(config.auth_url, config.application_credential_id or "",
                                 config.application_credential_secret or "")
         self.keystone = keystone
@@ -316,6 +388,8 @@ class Driver:
     # -- access --
     def grant(self, account_name: str) -> tuple[str, str, str]:
         """(account_id, access key, secret key) for a new access."""
+        if self.teapot is not None:
+            return self._grant_from_teapot(account_name)
         if self.keystone is not None:
             try:
                 status, access, secret = self.keystone.create()
@@ -335,12 +409,47 @@ class Driver:
         access = self.config.access_key
         return ACCOUNT_CLUSTER + access, access, self.config.secret_key
 
+    def _grant_from_teapot(self, account_name: str) -> tuple[str, str, str]:
+        assert self.teapot is not None
+        try:
+            resp = self.teapot.create(account_name)
+        except Exception as e:  # keystoneauth: connection, authentication, no endpoint
+            raise Refused(grpc.StatusCode.UNAVAILABLE,
+                          f"Teapot: creating bucket credentials failed: {type(e).__name__}") \
+                from None
+        if resp.status_code == 201:
+            try:
+                made = resp.json()
+                access, secret = str(made["access"]), str(made["secret"])
+            except (ValueError, KeyError, TypeError):
+                raise Refused(grpc.StatusCode.UNAVAILABLE,
+                              "Teapot: creating bucket credentials: malformed answer") from None
+            LOG.info("access %s: bucket credentials %s", account_name, access)
+            return ACCOUNT_OWN + access, access, secret
+        code = (grpc.StatusCode.UNAVAILABLE if resp.status_code >= 500 or resp.status_code == 429
+                else grpc.StatusCode.FAILED_PRECONDITION)
+        raise Refused(code, f"Teapot: creating bucket credentials failed: {_teapot_reason(resp)}")
+
     def revoke(self, account_id: str) -> None:
         if account_id.startswith(ACCOUNT_CLUSTER):
             LOG.info("access %s: the cluster's own credentials stay (revoking is a no-op)",
                      account_id)
             return
         access = account_id[len(ACCOUNT_OWN):]
+        if self.teapot is not None:
+            try:
+                resp = self.teapot.delete(access)
+            except Exception as e:
+                raise Refused(grpc.StatusCode.UNAVAILABLE,
+                              f"Teapot: deleting bucket credentials failed: {type(e).__name__}") \
+                    from None
+            if resp.status_code in (204, 404):
+                LOG.info("access %s revoked", account_id)
+                return
+            code = (grpc.StatusCode.UNAVAILABLE if resp.status_code >= 500
+                    or resp.status_code == 429 else grpc.StatusCode.FAILED_PRECONDITION)
+            raise Refused(code,
+                          f"Teapot: deleting bucket credentials failed: {_teapot_reason(resp)}")
         if self.keystone is None:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                           "account_id: deleting EC2 credentials needs OS_AUTH_URL and the "

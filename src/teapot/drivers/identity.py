@@ -15,6 +15,14 @@ Teapot's (derived from its key file), and Teapot resets it with its admin rights
 longer accepts it (a new key). EC2 credentials are made as Keystone credentials of type `ec2` whose
 access key is derived from the cluster and its rotation, so a retried step finds what an earlier,
 interrupted one made instead of leaking it.
+
+Bucket credentials. Keystone refuses EC2 credentials to application credentials (its credential
+API rejects delegated tokens), so a cluster cannot make its own per-access S3 keys. Teapot makes
+them for it (its API, on the cluster's credential): EC2 credentials of the project's user tied to
+the cluster's current application credential (blob `app_cred_id`, so RGW's Keystone EC2 check
+refuses them once that credential is gone, and `delete_cluster` sweeps them with the cluster),
+marked in their blob as the cluster's bucket credentials (`teapot_bucket`, with the cluster's
+uuid), with a random access key. The secret is shown once, when made.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import hmac
 import json
 import secrets as pysecrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
@@ -32,6 +41,11 @@ from keystoneauth1.identity import v3
 
 MEMBER = "member"
 USER_PREFIX = "teapot-"
+MAX_BUCKET_CREDENTIALS = 100  # per cluster
+
+
+class TooMany(Exception):
+    """The cluster holds as many bucket credentials as it may."""
 
 
 class IdentityError(Exception):
@@ -76,6 +90,19 @@ class KeystoneCredentials:
         self.auth_url = auth_url.rstrip("/")
         self._secret = hashlib.sha256(b"teapot-project-users:" + secret).digest()
         self.domain = user_domain_id
+
+    @classmethod
+    def from_conf(cls, conf) -> KeystoneCredentials:
+        """As Teapot's service user ([keystone_authtoken]); the project users' passwords are
+        derived from the secrets key file ([secrets] key_file), which must exist."""
+        from pathlib import Path
+
+        ka = conf.keystone_authtoken
+        auth = v3.Password(auth_url=ka.auth_url, username=ka.username, password=ka.password,
+                           project_name=ka.project_name, user_domain_name=ka.user_domain_name,
+                           project_domain_name=ka.project_domain_name)
+        return cls(ks_session.Session(auth=auth, timeout=30), ka.auth_url,
+                   Path(conf.secrets.key_file).read_bytes())
 
     # -- plumbing --------------------------------------------------------------------------------
     def _call(self, what: str, method: str, path: str, sess=None, ok=(200, 201, 204), **kw):
@@ -249,3 +276,71 @@ class KeystoneCredentials:
                           f"/users/{user_id}/application_credentials/{application_credential_id}",
                           ok=(200, 404))
         return resp.status_code == 200
+
+    # -- bucket credentials ----------------------------------------------------------------------
+    def _bucket_credentials(self, user_id: str, application_credential_id: str,
+                            cluster_uuid: str) -> list[dict]:
+        """{access, name, created_at, id} of the cluster's bucket credentials (its current
+        application credential's), oldest first; secrets are left out."""
+        # log=False here and below: keystoneauth logs bodies at DEBUG, and blobs hold secrets
+        found = self._call("listing EC2 credentials", "GET", "/credentials", log=False,
+                           params={"user_id": user_id, "type": "ec2"}).json()["credentials"]
+        out = []
+        for cred in found:
+            blob = _blob(cred)
+            if (blob.get("teapot_bucket") == cluster_uuid
+                    and blob.get("app_cred_id") == application_credential_id and blob.get("access")):
+                out.append({"access": blob["access"], "name": blob.get("name") or "",
+                            "created_at": blob.get("created_at") or "", "id": cred["id"]})
+        return sorted(out, key=lambda c: (c["created_at"], c["access"]))
+
+    def bucket_credentials(self, user_id: str, application_credential_id: str,
+                           cluster_uuid: str) -> list[dict]:
+        return [{k: c[k] for k in ("access", "name", "created_at")}
+                for c in self._bucket_credentials(user_id, application_credential_id,
+                                                  cluster_uuid)]
+
+    def create_bucket_credential(self, project_id: str, user_id: str,
+                                 application_credential_id: str, cluster_uuid: str,
+                                 name: str = "") -> dict:
+        """A new EC2 credential of the project's user for the cluster: {access, secret, name,
+        created_at}. TooMany when the cluster holds MAX_BUCKET_CREDENTIALS already."""
+        held = self._bucket_credentials(user_id, application_credential_id, cluster_uuid)
+        if len(held) >= MAX_BUCKET_CREDENTIALS:
+            raise TooMany(f"the cluster holds {len(held)} bucket credentials, as many as it may "
+                          f"({MAX_BUCKET_CREDENTIALS}); delete one first")
+        access, secret = pysecrets.token_hex(16), pysecrets.token_hex(20)
+        created = datetime.now(UTC).replace(microsecond=0).isoformat()
+        blob = json.dumps({"access": access, "secret": secret, "trust_id": None,
+                           "app_cred_id": application_credential_id,
+                           "teapot_bucket": cluster_uuid, "name": name, "created_at": created})
+        self._call("creating bucket credentials", "POST", "/credentials", log=False,
+                   json={"credential": {"type": "ec2", "user_id": user_id,
+                                        "project_id": project_id, "blob": blob}})
+        return {"access": access, "secret": secret, "name": name, "created_at": created}
+
+    def delete_bucket_credential(self, user_id: str, application_credential_id: str,
+                                 cluster_uuid: str, access: str) -> bool:
+        """Delete one of the cluster's bucket credentials; False when it has no such one."""
+        cred_id = hashlib.sha256(access.encode()).hexdigest()
+        resp = self._call("looking up bucket credentials", "GET", f"/credentials/{cred_id}",
+                          ok=(200, 404), log=False)
+        if resp.status_code == 404:
+            return False
+        cred = resp.json()["credential"]
+        blob = _blob(cred)
+        if (cred.get("user_id") != user_id or cred.get("type") != "ec2"
+                or blob.get("teapot_bucket") != cluster_uuid or blob.get("access") != access
+                or blob.get("app_cred_id") != application_credential_id):
+            return False
+        self._call("deleting bucket credentials", "DELETE", f"/credentials/{cred_id}",
+                   ok=(204, 404))
+        return True
+
+
+def _blob(cred: dict) -> dict:
+    try:
+        blob = json.loads(cred["blob"]) if isinstance(cred.get("blob"), str) else {}
+    except ValueError:
+        return {}
+    return blob if isinstance(blob, dict) else {}

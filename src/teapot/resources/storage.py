@@ -5,6 +5,10 @@ its in-cluster plugin calls; the cluster's application credential carries exactl
 access rules (service type, method, path), so a stolen credential opens nothing else: not Keystone's
 API, not Teapot's, not compute or networking.
 
+With object storage the credential also reaches Teapot's own API, for exactly one thing: the
+bucket credentials of its own cluster (the COSI driver makes one per bucket access and deletes it
+when the access is revoked), under the catalog type Teapot is enforced as (`container-infra`).
+
 Paths are written twice where the service accepts the project id in the URL (older catalog entries
 such as `/v2/%(project_id)s`) and without it; `*` matches one path segment, `**` any number.
 """
@@ -89,8 +93,23 @@ def _versions(service: str) -> list[dict]:
             for p in ("/", f"/{version}", f"/{version}/")]
 
 
-def access_rules(kinds: tuple[str, ...]) -> list[dict]:
-    """Keystone access rules for a credential used by the plugins of these kinds of storage."""
+# Teapot's catalog type as its API enforces access rules (Magnum's; also registered as `teapot`).
+TEAPOT_SERVICE = "container-infra"
+
+
+def bucket_credential_rules(cluster_uuid: str) -> list[dict]:
+    """Teapot's API for the cluster's own bucket credentials: make, list, delete one."""
+    if not cluster_uuid or "/" in cluster_uuid or "*" in cluster_uuid:
+        raise ValueError(f"not a cluster uuid: {cluster_uuid!r}")
+    path = f"/v1/clusters/{cluster_uuid}/bucket_credentials"
+    return [{"service": TEAPOT_SERVICE, "method": "POST", "path": path},
+            {"service": TEAPOT_SERVICE, "method": "GET", "path": path},
+            {"service": TEAPOT_SERVICE, "method": "DELETE", "path": path + "/*"}]
+
+
+def access_rules(kinds: tuple[str, ...], cluster_uuid: str) -> list[dict]:
+    """Keystone access rules for a credential used by the plugins of these kinds of storage in
+    the cluster `cluster_uuid`."""
     rules: list[dict] = []
     if FILE in kinds:
         for service in SERVICE_TYPES[FILE]:
@@ -99,6 +118,7 @@ def access_rules(kinds: tuple[str, ...]) -> list[dict]:
                 rules += _both(service, method, path)
     if OBJECT in kinds:
         rules += [{"service": "object-store", "method": m, "path": p} for m, p in _SWIFT]
+        rules += bucket_credential_rules(cluster_uuid)
     if BLOCK in kinds:
         for service in SERVICE_TYPES[BLOCK]:
             rules += _versions(service)

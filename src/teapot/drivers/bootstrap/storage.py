@@ -60,6 +60,7 @@ class StorageConfig:
     share_type: str = "default"
     ceph_user: str | None = None  # the project's Ceph user (volume attachments), without client.
     ceph_key: str | None = field(default=None, repr=False)
+    cluster_uuid: str | None = None  # the COSI driver asks Teapot for this cluster's bucket keys
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(storage.LABELS.values())
@@ -267,7 +268,8 @@ def objects(cfg: StorageConfig) -> list[dict]:
             "OS_AUTH_URL": cfg.auth_url, "OS_REGION_NAME": cfg.region,
             "OS_AUTH_TYPE": "v3applicationcredential",
             "OS_APPLICATION_CREDENTIAL_ID": cfg.application_credential_id,
-            "OS_APPLICATION_CREDENTIAL_SECRET": cfg.application_credential_secret}))
+            "OS_APPLICATION_CREDENTIAL_SECRET": cfg.application_credential_secret,
+            "TEAPOT_CLUSTER_UUID": cfg.cluster_uuid}))
         out += cosi.objects(NAMESPACE, OBJECT_SECRET, _meta)  # the COSI driver and classes
     if block:
         out.append(_secret(BLOCK_SECRET, {"userID": cfg.ceph_user, "userKey": cfg.ceph_key}))
