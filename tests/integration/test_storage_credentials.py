@@ -11,10 +11,11 @@ import json
 import subprocess
 
 import httpx
-import kubernetes_validate
 import pytest
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session
+
+from tests import addon_schemas
 
 from . import storage
 from .conftest import wait_for
@@ -93,7 +94,7 @@ def test_cluster_credentials_lifecycle(box, people):
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert ("StorageClass", "manila-cephfs") in kinds and ("Secret", "openstack-object-storage") in kinds
     for obj in objects:
-        kubernetes_validate.validate(obj, "1.31", strict=True)
+        addon_schemas.validate(obj)
     creds = next(o for o in objects if o["metadata"]["name"] == "manila-csi-credentials")
     assert creds["stringData"]["os-applicationCredentialSecret"] == \
         stored["application_credential_secret"]

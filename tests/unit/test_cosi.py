@@ -23,6 +23,7 @@ from teapot.cosi.driver import Config, Driver, server
 from teapot.drivers.bootstrap import cosi as cosi_addons
 from teapot.drivers.bootstrap import storage as addons
 from teapot.resources import storage
+from tests import addon_schemas
 
 from .test_storage_addons import EC2_A, SECRET_A, _cfg
 
@@ -222,40 +223,6 @@ def test_the_command_refuses_a_public_endpoint_and_a_missing_config():
 
 # -- the add-on objects ---------------------------------------------------------------------------
 
-# The spec schemas of the two classes, after the upstream CRDs of objectstorage.k8s.io/v1alpha2
-# (kubernetes-sigs/container-object-storage-interface, client/config/crd, early 2026), with
-# unknown fields refused as a strict API server would.
-_DRIVER_NAME = {"type": "string", "minLength": 1, "maxLength": 63,
-                "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9\-\.]{0,61}[a-zA-Z0-9])?$"}
-_PARAMETERS = {"type": "object", "minProperties": 1, "maxProperties": 512,
-               "additionalProperties": {"type": "string"}}
-_META = {"type": "object", "required": ["name"],
-         "properties": {"name": {"type": "string"}, "labels": {"type": "object"},
-                        "annotations": {"type": "object"}}, "additionalProperties": False}
-SCHEMAS = {
-    "BucketClass": {"driverName": _DRIVER_NAME, "parameters": _PARAMETERS,
-                    "deletionPolicy": {"type": "string", "enum": ["Retain", "Delete"]}},
-    "BucketAccessClass": {
-        "driverName": _DRIVER_NAME, "parameters": _PARAMETERS,
-        "authenticationType": {"type": "string", "enum": ["Key", "ServiceAccount"]},
-        "multiBucketAccess": {"type": "string", "enum": ["SingleBucket", "MultipleBuckets"]},
-        "disallowedBucketAccessModes": {
-            "type": "array", "minItems": 1, "maxItems": 3, "uniqueItems": True,
-            "items": {"type": "string", "enum": ["ReadWrite", "ReadOnly", "WriteOnly"]}}},
-}
-REQUIRED = {"BucketClass": ["driverName", "deletionPolicy"],
-            "BucketAccessClass": ["driverName", "authenticationType"]}
-
-
-def _schema(kind: str) -> dict:
-    return {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-            "additionalProperties": False,
-            "properties": {"apiVersion": {"const": "objectstorage.k8s.io/v1alpha2"},
-                           "kind": {"const": kind}, "metadata": _META,
-                           "spec": {"type": "object", "properties": SCHEMAS[kind],
-                                    "required": REQUIRED[kind], "additionalProperties": False}}}
-
-
 def _cosi_objects() -> list[dict]:
     objects = addons.objects(_cfg((storage.OBJECT,)))
     first = next(i for i, o in enumerate(objects) if o["metadata"]["name"] == "teapot-cosi")
@@ -269,17 +236,14 @@ def test_cosi_objects_validate_strictly(version):
     assert kinds == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
                      "BucketClass", "BucketAccessClass"]
     for obj in objects:
-        if obj["apiVersion"].startswith("objectstorage.k8s.io/"):
-            jsonschema.validate(obj, _schema(obj["kind"]))
-        else:
-            kubernetes_validate.validate(obj, version, strict=True)
+        addon_schemas.validate(obj, version)
 
 
 def test_the_class_schema_would_catch_a_mistake():
     bad = next(o for o in _cosi_objects() if o["kind"] == "BucketAccessClass")
     bad["spec"]["authenticationType"] = "KEY"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(bad, _schema("BucketAccessClass"))
+        addon_schemas.validate(bad)
 
 
 def test_the_driver_deployment_is_wired_together():

@@ -14,6 +14,7 @@ from teapot import pki
 from teapot.drivers.bootstrap import capi, kubeadm
 from teapot.drivers.bootstrap import storage as addons
 from teapot.resources import storage
+from tests import addon_schemas
 
 from .test_capi import _errors, _render
 
@@ -39,9 +40,7 @@ def test_every_object_validates_strictly(version, kinds):
     objects = addons.objects(_cfg(kinds))
     assert objects
     for obj in objects:
-        if obj["apiVersion"].startswith("objectstorage.k8s.io/"):
-            continue  # COSI classes: CRD kinds, validated in test_cosi.py
-        kubernetes_validate.validate(obj, version, strict=True)
+        addon_schemas.validate(obj, version)
 
 
 def test_a_misspelled_field_would_be_caught():

@@ -105,7 +105,10 @@ def keystone_options(ctx: Context) -> dict:
         "rgw_keystone_accepted_roles": "member, admin",
         "rgw_keystone_accepted_admin_roles": "admin",
         "rgw_keystone_implicit_tenants": True,
-        "rgw_keystone_token_cache_size": 10000,
+        # No cache of validated tokens and EC2 secrets: RGW would keep accepting a deleted EC2
+        # credential (a rotated cluster's, a revoked bucket access) until the Keystone token it
+        # got for it expires, hours later. Every request is checked with Keystone instead.
+        "rgw_keystone_token_cache_size": 0,
         "rgw_s3_auth_use_keystone": True,
         "rgw_swift_account_in_url": True,
         "rgw_swift_versioning_enabled": True,
