@@ -107,10 +107,13 @@ def test_cluster_credentials_lifecycle(box, people):
     assert cred.get_project_id() == demo_project
     access = cred.auth.get_access(cred)
     assert set(access.role_names) == {"member", "reader"}  # member implies reader; no admin
-    rules = {(r["service"], r["method"]) for r in access._data["token"]["application_credential"]
-             ["access_rules"]}
+    granted = access._data["token"]["application_credential"]["access_rules"]
+    rules = {(r["service"], r["method"]) for r in granted}
     assert ("sharev2", "POST") in rules and ("object-store", "PUT") in rules
-    assert not {s for s, _ in rules} - {"sharev2", "share", "object-store"}
+    assert not {s for s, _ in rules} - {"sharev2", "share", "object-store", "container-infra"}
+    # of Teapot's API, only its own cluster's bucket credentials
+    assert {r["path"] for r in granted if r["service"] == "container-infra"} == {
+        f"/v1/clusters/{uuid}/bucket_credentials", f"/v1/clusters/{uuid}/bucket_credentials/*"}
 
     # outside its access rules it is refused: Keystone's API, Teapot's API
     token = cred.get_token()
