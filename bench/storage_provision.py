@@ -9,8 +9,9 @@ wait until available, add a cephx rule, wait until active, read the export locat
 the same calls with the project member's own password token.
 
 Bucket: Teapot's COSI driver (`teapot-cosi` on a unix socket, gRPC DriverCreateBucket then
-DriverGrantBucketAccess, as the COSI sidecar calls it) with the cluster's credentials, against S3
-CreateBucket straight to RGW with the same EC2 credentials (minio). The driver's CPU-seconds per
+DriverGrantBucketAccess, as the COSI sidecar calls it: S3 CreateBucket, then a new EC2 credential
+through Teapot's API) with the cluster's credentials, against S3 CreateBucket straight to RGW with
+the same EC2 credentials (minio). The driver's CPU-seconds per
 bucket are printed too. The two kinds alternate call by call, so load from elsewhere falls on both.
 """
 
@@ -112,8 +113,7 @@ class CosiDriver:
             protocol=pb.ObjectProtocol(type=pb.ObjectProtocol.S3),
             authentication_type=pb.AuthenticationType(type=pb.AuthenticationType.KEY),
             buckets=[pb.DriverGrantBucketAccessRequest.AccessedBucket(
-                bucket_id=made.bucket_id,
-                access_mode=pb.AccessMode(mode=pb.AccessMode.READ_WRITE))]), timeout=60)
+                bucket_id=made.bucket_id, access_mode=pb.AccessMode())]), timeout=60)
         return time.monotonic() - started
 
     def stop(self) -> None:
@@ -131,12 +131,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=20, help="provisionings of each kind")
     parser.add_argument("--echo", action="store_true", help="show teapot up's output")
+    parser.add_argument("--keep", action="store_true", help="keep the box's state dir")
     args = parser.parse_args()
     busy = quiet_check()
     print(f"machine before starting: {busy:.2f} cores busy"
           + ("  (NOT idle: timings will be noisy)" if busy > 0.3 else ""), flush=True)
 
-    with state_dir(False, "teapot-bench-provision-") as root:
+    with state_dir(args.keep, "teapot-bench-provision-") as root:
         box = Box(root / "box", 1, free_base(STORAGE_BOX_PORTS), echo=args.echo,
                   args=("--storage", "--no-switch"))
         driver = None
@@ -155,7 +156,8 @@ def main() -> int:
                 "AWS_SECRET_ACCESS_KEY": creds["ec2_secret"],
                 "OS_AUTH_URL": box.url("keystone") + "/v3",
                 "OS_APPLICATION_CREDENTIAL_ID": creds["application_credential_id"],
-                "OS_APPLICATION_CREDENTIAL_SECRET": creds["application_credential_secret"]})
+                "OS_APPLICATION_CREDENTIAL_SECRET": creds["application_credential_secret"],
+                "TEAPOT_CLUSTER_UUID": uuid_})
             from minio import Minio
 
             s3 = Minio(urlsplit(s3_url).netloc, access_key=creds["ec2_access"],

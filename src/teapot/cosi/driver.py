@@ -31,9 +31,10 @@ credential of an access is made by Teapot, on the cluster's behalf: GrantBucketA
 that, listing and deleting them, for its own cluster. The answer is an EC2 credential of the
 project tied to the cluster's application credential (``account_id`` ``ec2-<access key>``);
 RevokeBucketAccess deletes it (``DELETE .../bucket_credentials/<access key>``; already gone is
-fine) and RGW refuses it from then on. (RGW keeps a key it validated in its Keystone secret
-cache until the Keystone token it got for it expires, so where that cache is on a revoked key in
-use keeps working that long; the box turns it off, see deploy/services/rgw.py.) Teapot's
+fine) and RGW refuses it from then on, with a delay for a key it has validated already: RGW keeps
+such a key in its Keystone secret cache until the Keystone token it got for it expires (see
+deploy/services/rgw.py), so a revoked key in use may keep working that long; one never used is
+refused at once. Teapot's
 API unreachable, or answering 5xx, is UNAVAILABLE (the sidecar retries); a refusal (the cluster's
 limit of credentials, object storage not asked for) is FAILED_PRECONDITION with Teapot's reason.
 A rotation of the cluster's credentials ends the credentials granted under the old one.

@@ -36,7 +36,10 @@ FS_NAME = "cephfs"
 FS_METADATA = "cephfs.cephfs.meta"
 FS_DATA = "cephfs.cephfs.data"
 VOLUMES_POOL = "volumes"
-OSD_BLOCK_BYTES = 10 * 2**30  # sparse: only what is written takes space
+# Sparse: only what is written takes space. Its size is what Manila's scheduler sees as free, and it
+# takes each new share's size off that until the share service next reports (a minute later),
+# so a small file would refuse a minute's quick creates (deleted shares or not) as out of space.
+OSD_BLOCK_BYTES = 100 * 2**30
 RGW_USER = "client.rgw.box"
 CINDER_USER = "client.cinder"
 MANILA_USER = "client.manila"
