@@ -25,7 +25,13 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.conftest import SERVICES, TEAPOT, stop_fabric  # noqa: E402
+from tests.integration.conftest import (  # noqa: E402
+    PORTS_FROM,
+    PORTS_TO,
+    SERVICES,
+    TEAPOT,
+    stop_fabric,
+)
 from tests.integration.conftest import Box as TestBox  # noqa: E402
 from tests.integration.conftest import _alive as alive
 
@@ -50,7 +56,7 @@ def port_free(port: int, reuse: bool = False) -> bool:
 
 def free_base(count: int = len(SERVICES)) -> int:
     for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
+        base = random.randrange(PORTS_FROM, PORTS_TO - count, 10)
         if all(port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port range")

@@ -26,11 +26,16 @@ TEAPOT = str(VENV_BIN / "teapot")
 SERVICES = ("keystone", "ironic", "sushy-emulator", "teapot-api", "teapot-conductor")
 
 
+# Boxes listen below Linux's ephemeral range (32768 and up): a port there may be taken, while a box
+# starts, by a client connection of one of its services started earlier.
+PORTS_FROM, PORTS_TO = 20000, 32768
+
+
 def _free_base(count: int = len(SERVICES)) -> int:
     """The first of `count` consecutive free loopback ports."""
     step = 10 * -(-count // 10)
     for _ in range(200):
-        base = random.randrange(20000, 40000, step)
+        base = random.randrange(PORTS_FROM, PORTS_TO - count, step)
         if all(_port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port range")
