@@ -252,6 +252,9 @@ def worker(api: Service, name: str, description: str, argv: Argv, **changes: Any
 def gunicorn(ctx: Context, name: str, app: str, workers: int = 1, threads: int = 4) -> list[str]:
     """The argv of a WSGI API under gunicorn (a box's), `app` being a teapot.deploy.wsgi entry
     point that gives the service its config file. A box stops it within two seconds: requests
-    still open then are cut (a stopping box serves nobody)."""
+    still open then are cut (a stopping box serves nobody). Idle connections are kept 75 s, not
+    gunicorn's 2 s: a client polling every 2 s (openstacksdk's waits) would otherwise reuse a
+    connection just as gunicorn closes it, and get "connection reset"."""
     return ["gunicorn", "--bind", f"{ctx.bind_host}:{ctx.port(name)}", "--workers", str(workers),
-            "--threads", str(threads), "--access-logfile", "-", "--graceful-timeout", "2", app]
+            "--threads", str(threads), "--keep-alive", "75", "--access-logfile", "-",
+            "--graceful-timeout", "2", app]
