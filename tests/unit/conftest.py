@@ -116,3 +116,15 @@ def call(client, who: str, method: str, path: str, **kwargs):
     headers = {"X-Auth-Token": who, "OpenStack-API-Version": "container-infra latest",
                **kwargs.pop("headers", {})}
     return client.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def enforcer():
+    """Teapot's policy enforcer as the API builds it: from Teapot's parsed configuration."""
+    from oslo_config import cfg
+
+    from teapot.api.policy import Enforcer
+
+    conf = cfg.ConfigOpts()
+    conf(args=[], default_config_files=[], use_env=False)
+    return Enforcer(conf)

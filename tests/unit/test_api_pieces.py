@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-from oslo_config import cfg
 from oslo_policy.policy import PolicyNotRegistered
 
 from teapot.api.auth import Identity
@@ -81,14 +80,6 @@ RULES = ["teapot:host:get_all", "teapot:host:get", "teapot:host:create", "teapot
 def _identity(*roles: str) -> Identity:
     return Identity(user_id="u-1", user_name="alice", project_id="p-1", project_name="demo",
                     roles=roles, system_scope=None, is_admin_project=False)
-
-
-@pytest.fixture(scope="module")
-def enforcer() -> Enforcer:
-    # as the API builds it: from Teapot's parsed configuration
-    conf = cfg.ConfigOpts()
-    conf(args=[], default_config_files=[], use_env=False)
-    return Enforcer(conf)
 
 
 @pytest.mark.parametrize("rule", RULES)

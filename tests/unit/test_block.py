@@ -7,16 +7,16 @@ from __future__ import annotations
 import struct
 
 import pytest
-from oslo_config import cfg
 
 from teapot.api import schema
-from teapot.api.auth import Identity
-from teapot.api.policy import Enforcer, Forbidden
+from teapot.api.policy import Forbidden
 from teapot.api.volume_attachments import routes, schemas
 from teapot.drivers import block
 from teapot.drivers.bootstrap import storage as addons
 from teapot.resources import storage
 from teapot.resources.errors import ValidationError
+
+from .test_api_pieces import _identity
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 VOLUME = "5d1c5a43-7d63-4b0b-9a53-c1f3c1a0d5e7"
@@ -141,18 +141,6 @@ def test_operations_are_declared_with_their_rules():
         ("GET", base + "/{attachment}"): "teapot:volume_attachment:get",
         ("DELETE", base + "/{attachment}"): "teapot:volume_attachment:delete",
     }
-
-
-def _identity(*roles: str) -> Identity:
-    return Identity(user_id="u-1", user_name="alice", project_id="p-1", project_name="demo",
-                    roles=roles, system_scope=None, is_admin_project=False)
-
-
-@pytest.fixture(scope="module")
-def enforcer() -> Enforcer:
-    conf = cfg.ConfigOpts()
-    conf(args=[], default_config_files=[], use_env=False)
-    return Enforcer(conf)
 
 
 def test_readers_read_members_attach(enforcer):
