@@ -16,6 +16,7 @@ from tests.unit.conftest import call
 from tests.unit.rows import host_row
 
 VLANS = nsm.Vlans(idle=3999, provisioning=4000, cleaning=4001)
+SUBNET = nsm.Subnet.parse("10.20.0.0/24")
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_concurrent_creates_never_share_a_vlan(sm):
         try:
             with sm.begin() as session:
                 results.append(ndb.create(session, project_id=f"p{i % 3}", name=f"n{i}",
-                                          ranges=ranges).vlan_id)
+                                          ranges=ranges, subnet=SUBNET).vlan_id)
         except Exception as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)
 

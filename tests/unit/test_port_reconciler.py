@@ -35,7 +35,8 @@ def _cabled(name: str, port: str, switch: str = TOR.mac, **changes) -> Host:
 @pytest.fixture
 def world(sm):
     with sm.begin() as session:
-        net = ndb.create(session, project_id="p-one", name="blue", ranges=[(150, 160)])
+        net = ndb.create(session, project_id="p-one", name="blue", ranges=[(150, 160)],
+                         subnet=nsm.Subnet.parse("10.20.0.0/24"))
         cluster = str(uuid.uuid4())
         session.add(Cluster(uuid=cluster, name="c", project_id="p-one", user_id="u",
                             cluster_template_id=str(uuid.uuid4()), status="CREATE_IN_PROGRESS",

@@ -127,7 +127,10 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
     app.state.enforcer = Enforcer(conf)
     app.state.base_url = _base_url
     app.state.max_limit = conf.api.max_limit
+    app.state.kubernetes_versions = tuple(conf.clusters.kubernetes_versions)  # what kube_tag may be
     app.state.vlan_ranges = nsm.parse_ranges(conf.network.vlan_ranges)
+    app.state.default_subnet = nsm.Subnet.parse(
+        conf.network.default_cidr, dns_nameservers=conf.network.default_dns_nameservers)
     app.state.networks_enabled = conf.network.enabled
     app.state.openapi = None
     app.state.block = volume_routes.make_driver(conf)

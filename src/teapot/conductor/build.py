@@ -55,6 +55,9 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
         reconcilers.append(NetworkReconciler(sm, list, owner, timing, registry))
     reconcilers.append(ClusterReconciler(sm, fernet, owner, timing, management,
                                          conf.clusters.readiness, networks=n.enabled,
+                                         default_subnet=nsm.Subnet.parse(
+                                             n.default_cidr,
+                                             dns_nameservers=n.default_dns_nameservers),
                                          identity=_identity(conf), block=_block(conf)))
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
 

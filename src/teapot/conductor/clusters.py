@@ -17,12 +17,16 @@ from sqlalchemy.orm import sessionmaker
 
 from teapot import pki
 from teapot.conductor.hosts import Timing
+from teapot.db import addresses as adb
 from teapot.db import clusters as cdb
 from teapot.db import leases
+from teapot.db import networks as ndb
 from teapot.db.models import Cluster, ClusterTemplate, Host, Network, NodeGroup
 from teapot.drivers.bootstrap import kubeadm
+from teapot.drivers.bootstrap.network_data import address_of, network_data
 from teapot.drivers.switch import inventory
 from teapot.resources import cluster as csm
+from teapot.resources import network as nsm
 from teapot.resources import storage
 
 LOG = logging.getLogger(__name__)
@@ -31,7 +35,9 @@ MAX_STEPS = 6
 
 
 def host_address(host: Host) -> str:
-    return host.labels.get(ADDRESS_LABEL) or host.name
+    """Where a host is reached: the address it was handed on its tenant network, else the address
+    its label names, else its name."""
+    return address_of(host.network_data) or host.labels.get(ADDRESS_LABEL) or host.name
 
 
 def template_image(template: ClusterTemplate) -> dict:
@@ -49,8 +55,9 @@ class ClusterReconciler:
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
                  management=None, readiness: str = "kubernetes", networks: bool = False,
-                 identity=None, block=None):
+                 identity=None, block=None, default_subnet: nsm.Subnet | None = None):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        self.default_subnet = default_subnet  # of networks made before subnets were
         self.block = block  # a drivers.block.CephUsers: the project's Ceph user for volumes
         self.identity = identity  # a drivers.identity.KeystoneCredentials: storage credentials
         self.networks = networks  # hosts must reach the tenant VLAN before the cluster is ready
@@ -109,6 +116,7 @@ class ClusterReconciler:
         if isinstance(step, csm.Gone):
             with self.sm.begin() as session:
                 session.execute(delete(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid))
+                adb.release_cluster(session, row.uuid)
                 session.execute(delete(Cluster).where(Cluster.id == cluster_id,
                                                       Cluster.lease_owner == self.owner))
             LOG.info("cluster %s deleted", row.name)
@@ -128,6 +136,9 @@ class ClusterReconciler:
                 self._provision(row, groups, hosts, step.hosts)
             except IdentityError as e:  # the catalog, for the storage add-ons
                 return self._credential_failed(row, generation, e)
+            except adb.NoFreeAddress as e:
+                return self._settle(row, groups, hosts, csm.Settle(
+                    csm.FAILED[row.status], f"no address for its hosts: {e}", False), generation)
             return self._save(cluster_id, generation, delay=self.timing.busy,
                               reason=f"provisioning {len(hosts)} host(s)")
         if isinstance(step, csm.Deprovision):
@@ -421,7 +432,10 @@ class ClusterReconciler:
         ordered = sorted(hosts, key=lambda h: (role_of.get(h.nodegroup) != csm.ROLE_MASTER, h.name))
         roles = csm.kubeadm_roles([(h.name, role_of.get(h.nodegroup, csm.ROLE_WORKER)) for h in ordered])
         masters = [h for h in ordered if role_of.get(h.nodegroup) == csm.ROLE_MASTER]
-        endpoint = f"{host_address(masters[0])}:6443" if masters else ""
+        configs = self._addresses(row, ordered)
+        address = {h.name: configs[h.name][0] if h.name in configs else host_address(h)
+                   for h in ordered}
+        endpoint = f"{address[masters[0].name]}:6443" if masters else ""
         addons = self._addons(row) if "init" in [roles[n] for n in names] else ""
         for host in hosts:
             if host.name not in names:
@@ -432,7 +446,28 @@ class ClusterReconciler:
                 kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
                 api_endpoint=endpoint, ca=ca, bootstrap_token=secrets["bootstrap_token"],
                 certificate_key=secrets["certificate_key"])
-            self._set_hosts((host.name,), image=image, user_data=kubeadm.user_data(node))
+            self._set_hosts((host.name,), image=image, user_data=kubeadm.user_data(node),
+                            network_data=configs.get(host.name, (None, None))[1])
+
+    def _addresses(self, row: Cluster, ordered: list[Host]) -> dict[str, tuple[str, dict]]:
+        """Host name → (its address on the cluster's network, its network_data), allocated now
+        for hosts that have none (masters first, so they take the lowest). Empty when the cluster
+        has no tenant network."""
+        if not self.networks or not row.network_uuid:
+            return {}
+        out = {}
+        with self.sm.begin() as session:
+            net = session.scalars(select(Network).where(Network.uuid == row.network_uuid)).first()
+            if net is None:
+                raise ValueError(f"cluster {row.name}: its network {row.network_uuid} is gone")
+            if not net.subnet and self.default_subnet is None:
+                return {}
+            subnet = ndb.subnet_of(net, self.default_subnet)
+            for h in ordered:
+                ip = adb.allocate(session, net.uuid, subnet, adb.HOST, h.uuid, row.uuid)
+                mac = h.spec.get("bootMACAddress") or ""
+                out[h.name] = (ip, network_data(mac, ip, subnet, net.uuid))
+        return out
 
     def _verify(self, row: Cluster, view: csm.ClusterView, groups, hosts, step: csm.Verify,
                 generation: int) -> bool:
@@ -451,7 +486,8 @@ class ClusterReconciler:
                 return self._save(row.id, generation, delay=self.timing.resync, reason=why)
         return self._settle(row, groups, hosts, csm.settle_verified(view), generation)
 
-    def _set_hosts(self, names, image: dict | None, user_data: str | None) -> None:
+    def _set_hosts(self, names, image: dict | None, user_data: str | None,
+                   network_data: dict | None = None) -> None:
         with self.sm.begin() as session:
             for host in session.scalars(select(Host).where(Host.name.in_(list(names)))):
                 spec = dict(host.spec)
@@ -465,6 +501,7 @@ class ClusterReconciler:
                     spec["online"] = True
                 host.spec = spec
                 host.user_data = self.fernet.encrypt(user_data.encode()) if user_data else None
+                host.network_data = network_data if image is not None else None
                 host.generation += 1
                 host.next_attempt_at = 0.0
                 host.updated_at = time.time()

@@ -76,6 +76,7 @@ class HostReconciler:
             user_data=self.fernet.decrypt(row.user_data).decode() if row.user_data else None,
             issued=row.status.get("issued"),
             traits=tuple(row.traits or ()),
+            network_data=row.network_data,
         )
 
     def _step(self, host_id: int) -> bool:

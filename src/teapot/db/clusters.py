@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from teapot.db import pagination
+from teapot.db import addresses, pagination
 from teapot.db.hosts import NotFound, _is_uuid
 from teapot.db.models import Cluster, ClusterTemplate, Host, HostClass, NodeGroup, Quota
 
@@ -82,7 +82,11 @@ def claim(sm: sessionmaker, cluster_uuid: str, wants: dict[str, tuple[int, str, 
 
 
 def release(sm: sessionmaker, cluster_uuid: str, host_names: Sequence[str]) -> None:
+    """Give hosts back to the pool, with the addresses they held on the cluster's network."""
     with sm.begin() as session:
+        uuids = list(session.scalars(select(Host.uuid).where(
+            Host.cluster_uuid == cluster_uuid, Host.name.in_(list(host_names)))))
+        addresses.release_hosts(session, uuids)
         session.execute(
             update(Host).where(Host.cluster_uuid == cluster_uuid, Host.name.in_(list(host_names)))
             .values(cluster_uuid=None, nodegroup=None).execution_options(synchronize_session=False))

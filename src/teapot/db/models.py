@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,6 +48,8 @@ class Host(Base):
     # the last move failed
     port_vlan: Mapped[int | None] = mapped_column(Integer, nullable=True)
     port_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the network configuration the host is handed with its user data (OpenStack network_data.json)
+    network_data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     # scheduling and leases
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
@@ -168,6 +180,8 @@ class Network(Base):
     status: Mapped[str] = mapped_column(String(32))
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     neutron_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # {"cidr", "gateway_ip", "dns_nameservers", "allocation_pool": {"start", "end"}}
+    subnet: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     error_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -190,3 +204,19 @@ class Switch(Base):
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
     lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
     lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Address(Base):
+    """An address of a tenant network's subnet, held by a host or by a cluster (its endpoint)."""
+
+    __tablename__ = "addresses"
+    __table_args__ = (UniqueConstraint("network_uuid", "value"),
+                      UniqueConstraint("network_uuid", "kind", "owner"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(36))
+    cluster_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -36,9 +36,11 @@ def _candidates(ranges: list[tuple[int, int]]) -> tuple[str, dict]:
     return f"WITH RECURSIVE {ctes}, candidates(v) AS ({union})", params
 
 
-def create(session: Session, *, project_id: str, name: str, description: str = "",
-           is_default: bool = False, ranges: list[tuple[int, int]]) -> Network:
-    """A new network with the lowest free VLAN of `ranges`, in the caller's transaction.
+def create(session: Session, *, project_id: str, name: str, subnet: nsm.Subnet,
+           description: str = "", is_default: bool = False,
+           ranges: list[tuple[int, int]]) -> Network:
+    """A new network with the lowest free VLAN of `ranges` and `subnet`, in the caller's
+    transaction.
     Raises NoFreeVlan when every VLAN is taken, LookupError when the project has one of that name."""
     cte, params = _candidates(ranges)
     now = time.time()
@@ -66,6 +68,7 @@ def create(session: Session, *, project_id: str, name: str, description: str = "
         row = session.scalars(select(Network).where(Network.uuid == network_uuid)).first()
         if row is None:
             raise NoFreeVlan("every VLAN of the tenant ranges is taken")
+        row.subnet = subnet.record()
         return row
     raise NoFreeVlan("VLANs are being taken faster than they can be allocated; try again")
 
@@ -100,7 +103,8 @@ def listed(session: Session, project_id: str | None, page: pagination.Page) -> S
     return session.scalars(pagination.apply(session, query, page)).all()
 
 
-def default_for(session: Session, project_id: str, ranges: list[tuple[int, int]]) -> Network:
+def default_for(session: Session, project_id: str, ranges: list[tuple[int, int]],
+                subnet: nsm.Subnet) -> Network:
     """The project's default network, created on first use."""
     row = session.scalars(select(Network).where(Network.project_id == project_id,
                                                 Network.is_default.is_(True))).first()
@@ -108,10 +112,16 @@ def default_for(session: Session, project_id: str, ranges: list[tuple[int, int]]
         return row
     try:
         return create(session, project_id=project_id, name=DEFAULT_NAME, is_default=True,
+                      subnet=subnet,
                       description="created with the project's first cluster", ranges=ranges)
     except LookupError:  # created meanwhile by another request of the project
         return session.scalars(select(Network).where(Network.project_id == project_id,
                                                      Network.name == DEFAULT_NAME)).one()
+
+
+def subnet_of(network: Network, default: nsm.Subnet) -> nsm.Subnet:
+    """The network's subnet (networks made before subnets existed have the default one)."""
+    return nsm.Subnet.from_record(network.subnet) if network.subnet else default
 
 
 def users(session: Session, network: Network) -> list[str]:

@@ -15,9 +15,11 @@ needs it, so a host is never cleaned on a tenant VLAN.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from teapot.resources import host as hsm
+from teapot.resources.errors import ValidationError
 
 CREATING = "creating"
 ACTIVE = "active"
@@ -107,3 +109,97 @@ def plan(view: NetworkView) -> NetworkStep:
     if view.status != ACTIVE:
         return SetUp()
     return Settled()
+
+
+# -- subnets ---------------------------------------------------------------------------------------
+SMALLEST_PREFIX = 29  # a gateway, an endpoint and at least two hosts
+# Never handed out: loopback, link-local, multicast and the like.
+_RESERVED = [ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16",
+                                               "224.0.0.0/4", "240.0.0.0/4")]
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A tenant network's IPv4 subnet: where its hosts' and endpoints' addresses come from.
+    Projects may use the same CIDR: their VLANs keep them apart."""
+
+    cidr: str
+    gateway_ip: str
+    dns_nameservers: tuple[str, ...]
+    pool_start: str
+    pool_end: str
+
+    @classmethod
+    def parse(cls, cidr: str, gateway_ip: str | None = None,
+              dns_nameservers: list[str] | tuple[str, ...] = (),
+              allocation_pool: dict | None = None) -> Subnet:
+        """Defaults as Neutron's: the gateway is the first address, the pool the rest but the
+        broadcast address."""
+        try:
+            net = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError as e:
+            raise ValidationError("cidr", f"{cidr!r} is not an IPv4 network: {e}") from None
+        if net.prefixlen > SMALLEST_PREFIX:
+            raise ValidationError("cidr", f"{cidr} is too small: a subnet needs at least /{SMALLEST_PREFIX}")
+        for reserved in _RESERVED:
+            if net.overlaps(reserved):
+                raise ValidationError("cidr", f"{cidr} overlaps {reserved}, which is never handed out")
+        gateway = _address_in(net, gateway_ip, "gateway_ip") if gateway_ip else net[1]
+        pool = allocation_pool or {}
+        start = _address_in(net, pool.get("start"), "allocation_pool.start") \
+            if pool.get("start") else net[1]
+        end = _address_in(net, pool.get("end"), "allocation_pool.end") \
+            if pool.get("end") else net[-2]
+        if start == gateway and not pool.get("start"):
+            start = gateway + 1
+        if end < start:
+            raise ValidationError("allocation_pool", f"start {start} comes after end {end}")
+        if start <= gateway <= end:
+            raise ValidationError("gateway_ip", f"{gateway} lies inside the allocation pool {start}-{end}")
+        if int(end) - int(start) < 2:
+            raise ValidationError("allocation_pool", f"{start}-{end} holds fewer than three addresses")
+        dns = []
+        for i, server in enumerate(dns_nameservers or ()):
+            try:
+                dns.append(str(ipaddress.IPv4Address(server)))
+            except ValueError:
+                raise ValidationError(f"dns_nameservers[{i}]",
+                                      f"{server!r} is not an IPv4 address") from None
+        return cls(str(net), str(gateway), tuple(dns), str(start), str(end))
+
+    @classmethod
+    def from_record(cls, record: dict) -> Subnet:
+        pool = record["allocation_pool"]
+        return cls(record["cidr"], record["gateway_ip"], tuple(record.get("dns_nameservers") or ()),
+                   pool["start"], pool["end"])
+
+    def record(self) -> dict:
+        return {"cidr": self.cidr, "gateway_ip": self.gateway_ip,
+                "dns_nameservers": list(self.dns_nameservers),
+                "allocation_pool": {"start": self.pool_start, "end": self.pool_end}}
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.IPv4Network(self.cidr).prefixlen
+
+    @property
+    def netmask(self) -> str:
+        return str(ipaddress.IPv4Network(self.cidr).netmask)
+
+    def pool(self) -> tuple[int, int]:
+        """The allocation pool as integers (what the database allocates from)."""
+        return int(ipaddress.IPv4Address(self.pool_start)), int(ipaddress.IPv4Address(self.pool_end))
+
+
+def address_text(value: int) -> str:
+    return str(ipaddress.IPv4Address(value))
+
+
+def _address_in(net: ipaddress.IPv4Network, text: str, field: str) -> ipaddress.IPv4Address:
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ValidationError(field, f"{text!r} is not an IPv4 address") from None
+    if address not in net or address in (net.network_address, net.broadcast_address):
+        raise ValidationError(field, f"{address} is not a host address of {net}")
+    return address

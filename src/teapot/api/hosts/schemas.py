@@ -55,7 +55,9 @@ HOST = obj({
     "spec": {"type": "object"}, "status": {"type": "object"}, "state": string(32),
     "consumer": nullable(obj({"kind": {"type": "string"}, "uuid": UUID,
                               "nodegroup": nullable(string(255))})),
-    "network": obj({"vlan": nullable(integer(1, 4094)), "error": nullable({"type": "string"})}),
+    "network": obj({"vlan": nullable(integer(1, 4094)), "error": nullable({"type": "string"}),
+                    # the address the host was handed on its tenant network (network_data.json)
+                    "address": nullable({"type": "string", "format": "ipv4"})}),
     "deletionRequested": BOOLEAN, "generation": integer(0, INT32_MAX),
     "createdAt": string(32), "updatedAt": string(32), "links": LINKS,
 }, ("uuid", "name", "spec", "status", "state", "links"))

@@ -6,6 +6,7 @@ import copy
 import time
 
 from teapot.db.models import Host
+from teapot.drivers.bootstrap.network_data import address_of
 from teapot.resources.host import INTERNAL_STATUS
 
 
@@ -28,7 +29,8 @@ def host(row: Host, base_url: str) -> dict:
         "consumer": ({"kind": "Cluster", "uuid": row.cluster_uuid, "nodegroup": row.nodegroup}
                      if row.cluster_uuid else None),
         # Where the host's switch port is now (tenant networks), and why it did not move.
-        "network": {"vlan": row.port_vlan, "error": row.port_error},
+        "network": {"vlan": row.port_vlan, "error": row.port_error,
+                    "address": address_of(row.network_data)},
         "deletionRequested": row.deleting,
         "generation": row.generation,
         "createdAt": _iso(row.created_at),

@@ -21,6 +21,7 @@ from teapot.api.policy import Forbidden
 from teapot.db import networks as ndb
 from teapot.db.models import Network
 from teapot.resources import network as nsm
+from teapot.resources.errors import ValidationError
 
 PAGING = Paging({"id": Network.id, "uuid": Network.uuid, "name": Network.name,
                  "status": Network.status, "created_at": Network.created_at},
@@ -49,6 +50,7 @@ def view(row: Network, base: str, admin: bool) -> dict:
     out = {"uuid": row.uuid, "name": row.name, "description": row.description or "",
            "project_id": row.project_id, "is_default": row.is_default, "status": row.status,
            "status_reason": row.status_reason, "neutron_network_id": row.neutron_id,
+           "subnet": row.subnet,
            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
            "links": links(base, "networks", row.uuid)}
     if admin:
@@ -87,9 +89,10 @@ def create_network(request: Request) -> Response:
     if not project:
         raise APIError(403, "networks need a project-scoped token")
     ranges = request.app.state.vlan_ranges
+    subnet = _subnet(request, spec)
     with request.app.state.sessionmaker.begin() as session:
         try:
-            row = ndb.create(session, project_id=project, name=spec["name"],
+            row = ndb.create(session, project_id=project, name=spec["name"], subnet=subnet,
                              description=spec.get("description") or "", ranges=ranges)
         except LookupError as e:
             raise APIError(409, str(e)) from None
@@ -97,6 +100,18 @@ def create_network(request: Request) -> Response:
             raise APIError(409, f"no network can be created: {e}") from None
         out = view(row, request.app.state.base_url(request), _admin(request))
     return _respond(out, 201)
+
+
+def _subnet(request: Request, spec: dict) -> nsm.Subnet:
+    """The subnet a create asks for, or the cloud's default; a 400 naming the field otherwise."""
+    fields = ("gateway_ip", "dns_nameservers", "allocation_pool")
+    if "cidr" not in spec:
+        given = [f for f in fields if f in spec]
+        if given:
+            raise ValidationError(given[0], "needs a cidr to belong to")
+        return request.app.state.default_subnet
+    return nsm.Subnet.parse(spec["cidr"], spec.get("gateway_ip"), spec.get("dns_nameservers") or (),
+                            spec.get("allocation_pool"))
 
 
 def delete_network(request: Request) -> Response:

@@ -23,6 +23,7 @@ class HostTarget:
     user_data: str | None
     issued: str | None  # the action this provisioner last started for the host, if it has not ended
     traits: tuple[str, ...] = ()  # hardware traits, sorted; the node carries them for Placement
+    network_data: dict | None = None  # OpenStack network_data.json for the host's config drive
 
     def __repr__(self) -> str:  # never show credentials or user data in logs or tracebacks
         return f"HostTarget(name={self.name!r}, node_id={self.node_id!r})"

@@ -290,7 +290,8 @@ class IronicProvisioner:
             if host.issued == "active":
                 return Outcome(observed=self._observed(node))  # Ironic has not started yet
             self.conn.baremetal.update_node(node, instance_info=self._instance_info(image))
-            config_drive = {"user_data": host.user_data} if host.user_data else None
+            config_drive = {k: v for k, v in (("user_data", host.user_data),
+                                              ("network_data", host.network_data)) if v} or None
             return self._action(host, node, "active", config_drive=config_drive)
         if state == "deploy failed":
             if host.issued == "active":
