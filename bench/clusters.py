@@ -109,7 +109,7 @@ class Api:
 def create_template(api: Api) -> str:
     body = {"name": "bench-k8s", "image_id": IMAGE, "coe": "kubernetes", "flavor_id": "baremetal",
             "master_flavor_id": "baremetal", "external_network_id": "public",
-            "labels": {"image_checksum": CHECKSUM, "kube_tag": "v1.31.2"}}
+            "labels": {"image_checksum": CHECKSUM, "kube_tag": "v1.36.3"}}
     return api.call("POST", "/v1/clustertemplates", json=body, expect=(201,)).json()["uuid"]
 
 
@@ -195,7 +195,7 @@ def insert_clusters(box: Box, api: Api, template: str, count: int) -> float:
     ca = pki.new_ca("bench CA")
     ca_key = fernet.encrypt(ca.key_pem)
     secrets = fernet.encrypt(json.dumps({}).encode())
-    labels = {"image_checksum": CHECKSUM, "kube_tag": "v1.31.2"}
+    labels = {"image_checksum": CHECKSUM, "kube_tag": "v1.36.3"}
     engine = db_engine.make_engine(f"sqlite:///{data / 'teapot.sqlite'}")
     began = time.monotonic()
     try:
@@ -209,7 +209,7 @@ def insert_clusters(box: Box, api: Api, template: str, count: int) -> float:
                          "fixed_network": None, "fixed_subnet": None, "floating_ip_enabled": False,
                          "master_lb_enabled": False, "labels": labels, "flavor_id": "baremetal",
                          "master_flavor_id": "baremetal", "create_timeout": 60,
-                         "health_status": "HEALTHY", "coe_version": "v1.31.2",
+                         "health_status": "HEALTHY", "coe_version": "v1.36.3",
                          "master_addresses": [f"198.51.100.{octet}"],
                          "node_addresses": [f"203.0.113.{octet}", f"203.0.113.{octet + 1}"],
                          "api_address": f"https://198.51.100.{octet}:6443", "faults": {}}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from oslo_config import cfg
+from oslo_config import cfg, types
+
+from teapot import releases as versions
 
 OPTS = {
     "DEFAULT": [
@@ -68,6 +70,12 @@ OPTS = {
         cfg.StrOpt("management_context", help="Its context (capi)."),
         cfg.StrOpt("management_namespace", default="teapot-clusters",
                    help="Namespace of the clusters' objects and of the BareMetalHosts (capi)."),
+        cfg.ListOpt("kubernetes_versions", default=list(versions.KUBERNETES),
+                    item_type=types.String(regex=r"^v\d+\.\d+\.\d+$"),
+                    help="The Kubernetes releases clusters may ask for (kube_tag, a label of "
+                         "templates and clusters), such as v1.37.2; a template or cluster naming "
+                         "another is refused. A cluster that names none gets "
+                         f"{versions.KUBERNETES[-1]} when it is listed, else the last one listed."),
     ],
     "network": [
         cfg.BoolOpt("enabled", default=False,
@@ -88,6 +96,11 @@ OPTS = {
         cfg.StrOpt("physical_network", default="physnet1",
                    help="The physical network the switches' trunk ports carry tenant VLANs toward "
                         "(a Neutron provider network's provider:physical_network)."),
+        cfg.StrOpt("default_cidr", default="10.20.0.0/24",
+                   help="The subnet of a network created without one (every project's default "
+                        "network among them). Projects may share it: their VLANs keep them apart."),
+        cfg.ListOpt("default_dns_nameservers", default=[],
+                    help="DNS servers of a subnet created without any."),
     ],
     "block": [
         cfg.StrOpt("ceph_conf",

@@ -61,7 +61,7 @@ def template(users):
     t = users["demo"].cluster_templates.create(
         name="k8s-bm", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal",
         master_flavor_id="baremetal", external_network_id="public",
-        labels={"image_checksum": CHECKSUM, "kube_tag": "v1.31.2"})
+        labels={"image_checksum": CHECKSUM, "kube_tag": "v1.36.3"})
     yield t
     try:
         users["demo"].cluster_templates.delete(t.uuid)
@@ -225,7 +225,7 @@ def test_cluster_lifecycle(box, users, template):
     assert cluster.status == "CREATE_COMPLETE", cluster.status_reason
     assert cluster.api_address.startswith("https://") and cluster.api_address.endswith(":6443")
     assert len(cluster.master_addresses) == 1 and len(cluster.node_addresses) == 2
-    assert cluster.coe_version == "v1.31.2" and cluster.health_status == "HEALTHY"
+    assert cluster.coe_version == "v1.36.3" and cluster.health_status == "HEALTHY"
     assert _free_hosts(box) == free_before - 3
 
     # tenancy: the other project cannot see it; a reader can read but not change
@@ -322,9 +322,20 @@ def test_quotas_stats_and_mservices(box, users, template):
     stats = users["demo"].stats.list()
     assert stats.clusters >= 0 and stats.nodes >= 0
     assert [s.binary for s in admin.mservices.list()] and all(
-        s.binary == "teapot-conductor" for s in admin.mservices.list())
+        s.binary == "magnum-conductor" for s in admin.mservices.list())
     with pytest.raises(mexc.Forbidden):
         users["demo"].mservices.list()
+
+
+def test_unserved_release_and_unknown_drivers_are_refused(users):
+    """Magnum's client shows the refusal, naming the field."""
+    for field, fields in (("labels.kube_tag", {"labels": {"kube_tag": "v1.31.2"}}),
+                          ("network_driver", {"network_driver": "weave"}),
+                          ("volume_driver", {"volume_driver": "rexray"})):
+        with pytest.raises(mexc.BadRequest) as err:
+            users["demo"].cluster_templates.create(
+                name="refused", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal", **fields)
+        assert field in str(err.value)
 
 
 def test_concurrent_creates_never_share_a_host(box, users, template):
@@ -371,7 +382,7 @@ def test_openstack_coe_commands(box, tmp_path):
     free_before = _free_hosts(box)
     coe("cluster", "template", "create", "k8s-cli", "--coe", "kubernetes", "--image", IMAGE,
         "--external-network", "public", "--flavor", "baremetal", "--master-flavor", "baremetal",
-        "--labels", f"image_checksum={CHECKSUM},kube_tag=v1.31.2")
+        "--labels", f"image_checksum={CHECKSUM},kube_tag=v1.36.3")
     coe("cluster", "create", "cli", "--cluster-template", "k8s-cli", "--node-count", "2")
     try:
         wait_for(lambda: json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["status"]
@@ -440,10 +451,10 @@ def test_node_groups_patch_and_upgrade(box, users, template):
         # upgrade to another template: the cluster takes its Kubernetes version
         newer = demo.cluster_templates.create(
             name="k8s-next", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal",
-            labels={"image_checksum": CHECKSUM, "kube_tag": "v1.32.0"})
+            labels={"image_checksum": CHECKSUM, "kube_tag": "v1.37.2"})
         demo.clusters.upgrade(created.uuid, newer.uuid)
         cluster = _wait_status(demo, created.uuid, "UPDATE_COMPLETE")
-        assert cluster.cluster_template_id == newer.uuid and cluster.coe_version == "v1.32.0"
+        assert cluster.cluster_template_id == newer.uuid and cluster.coe_version == "v1.37.2"
     finally:
         demo.clusters.delete(created.uuid)
         _wait_gone(demo, created.uuid)

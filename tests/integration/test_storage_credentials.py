@@ -187,7 +187,7 @@ def test_cluster_credentials_lifecycle(box, people):
 def test_two_projects_get_separate_credentials(box, people):
     demo, other = people["demo"], people["other"]
     a, b = _create(box, demo, "stor-a"), _create(box, other, "stor-b")
-    plain = _create(box, demo, "stor-plain", labels={"kube_tag": "v1.31.2"})
+    plain = _create(box, demo, "stor-plain", labels={"kube_tag": "v1.36.3"})
     try:
         # a cluster that asks for no storage has no credential, and nothing to rotate
         assert _show(box, demo, plain)["storage"] == {"kinds": [], "credential": "none"}

@@ -21,6 +21,8 @@ from keystoneauth1.identity import v3
 from magnumclient import exceptions as mexc
 from magnumclient.v1 import client as mclient
 
+from teapot import releases as versions
+
 from .conftest import TEAPOT, Box, _alive, running, wait_for
 
 KILLS = 10
@@ -53,7 +55,7 @@ def template(demo):
     return demo.cluster_templates.create(
         name="k8s-sup", image_id="https://images.example/ubuntu-2404-k8s.raw", coe="kubernetes",
         flavor_id="baremetal", master_flavor_id="baremetal", external_network_id="public",
-        labels={"image_checksum": "ab" * 32, "kube_tag": "v1.31.2"})
+        labels={"image_checksum": "ab" * 32, "kube_tag": "v1.36.3"})
 
 
 def _answers(box, service: str) -> bool:
@@ -73,7 +75,9 @@ def _status(box) -> dict[str, tuple[str, str]]:
     result = subprocess.run([TEAPOT, "status", "--state-dir", str(box.state_dir), "-f", "json"],
                             capture_output=True, text=True, env=box.env(), timeout=60)
     assert result.returncode == 0, result.stderr
-    return {r["Component"]: (r["State"], r["Detail"]) for r in json.loads(result.stdout)}
+    shown = json.loads(result.stdout)
+    assert shown["kubernetes_versions"] == versions.built()
+    return {r["component"]: (r["state"], r["detail"]) for r in shown["components"]}
 
 
 def _kill_in_a_row(box, name: str, after_each) -> list[int]:

@@ -42,7 +42,7 @@ def setup(cluster, tmp_path):
             uuid=cluster_uuid, name="c1", project_id="p1", user_id="u",
             cluster_template_id=template.uuid, status=csm.CREATE_IN_PROGRESS, status_reason="",
             attrs={"labels": {"control_plane_endpoint": "198.51.100.7:6443"}, "flavor_id": "small",
-                   "coe_version": "v1.31.2"},
+                   "coe_version": "v1.36.3"},
             ca_cert=ca.cert_pem, ca_key=fernet.encrypt(ca.key_pem),
             secrets=fernet.encrypt(json.dumps({}).encode()), deleting=False, generation=1,
             next_attempt_at=0.0, lease_expires_at=0.0, created_at=now))

@@ -15,9 +15,9 @@ import yaml
 from teapot.drivers.bootstrap import capi
 
 NAMESPACE = "teapot-tenants"
-VERSION = "v1.31.2"
+VERSION = "v1.36.3"
 IMAGE = {
-    "url": "http://images.example.test/ubuntu-2404-kube-v1.31.2.img",
+    "url": "http://images.example.test/ubuntu-2404-kube-v1.36.3.img",
     "checksum": "a" * 64,
     "checksumType": "sha256",
     "format": "raw",
@@ -400,8 +400,8 @@ def test_host_class_traits_select_by_trait_labels():
 
 
 def test_version_gets_a_v_prefix():
-    objects = _render(kubernetes_version="1.31.2")
-    assert _one(objects, "KubeadmControlPlane")["spec"]["version"] == "v1.31.2"
+    objects = _render(kubernetes_version="1.36.3")
+    assert _one(objects, "KubeadmControlPlane")["spec"]["version"] == "v1.36.3"
     with pytest.raises(ValueError, match="kubernetes_version"):
         _render(kubernetes_version="latest")
 
@@ -430,7 +430,7 @@ def test_bad_images_are_refused(change, message):
 
 
 def test_oci_image_has_no_checksum_fields():
-    image = {"url": "oci://registry.example.test/node:v1.31.2", "checksumType": "sha256",
+    image = {"url": "oci://registry.example.test/node:v1.36.3", "checksumType": "sha256",
              "format": "raw"}
     for template in _by_kind(_render(image=image), "Metal3MachineTemplate"):
         assert template["spec"]["template"]["spec"]["image"] == {

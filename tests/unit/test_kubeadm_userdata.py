@@ -36,7 +36,7 @@ def node(ca, token, cert_key):
             "cluster_name": "prod",
             "node_name": f"prod-{role}-0",
             "role": role,
-            "kubernetes_version": "v1.31.2",
+            "kubernetes_version": "v1.36.3",
             "api_endpoint": "203.0.113.10:6443",
             "ca": ca,
             "bootstrap_token": token,
@@ -90,7 +90,7 @@ def test_init_node_user_data(node, ca, token, cert_key):
 
     assert cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
     assert cluster["kind"] == "ClusterConfiguration"
-    assert cluster["kubernetesVersion"] == "v1.31.2"
+    assert cluster["kubernetesVersion"] == "v1.36.3"
     assert cluster["controlPlaneEndpoint"] == "203.0.113.10:6443"
     assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"}
     assert cluster["clusterName"] == "prod"
@@ -193,7 +193,7 @@ def test_repr_hides_the_secrets(node, token, cert_key):
     [
         ({"role": "master"}, "role"),
         ({"node_name": "Prod_Node"}, "node_name"),
-        ({"kubernetes_version": "1.31.2"}, "kubernetes_version"),
+        ({"kubernetes_version": "1.36.3"}, "kubernetes_version"),
         ({"kubernetes_version": "v1.30.5"}, "too old"),
         ({"api_endpoint": "https://api:6443"}, "api_endpoint"),
         ({"api_endpoint": "api"}, "api_endpoint"),
@@ -211,7 +211,7 @@ def test_invalid_node_configs(node, overrides, message):
 
 def test_valid_edge_cases(node):
     node("worker", certificate_key="")  # workers do not use it
-    node("init", api_endpoint="[2001:db8::1]:6443", kubernetes_version="v1.32.0-rc.1")
+    node("init", api_endpoint="[2001:db8::1]:6443", kubernetes_version="v1.37.0-rc.1")
     node("init", pod_cidr="10.244.0.0/16,fd00:10:244::/56")
 
 

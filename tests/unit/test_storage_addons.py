@@ -135,7 +135,7 @@ def ca():
 
 def _node(ca, role="init", **changes):
     return kubeadm.NodeConfig(cluster_name="c", node_name="m1", role=role,
-                              kubernetes_version="v1.31.2", api_endpoint="10.0.0.1:6443", ca=ca,
+                              kubernetes_version="v1.36.3", api_endpoint="10.0.0.1:6443", ca=ca,
                               bootstrap_token="abcdef.0123456789abcdef",
                               certificate_key="a" * 64, **changes)
 

@@ -1,23 +1,30 @@
-"""`teapot status`: the health of a box, per component, as its `teapot up` last wrote it."""
+"""`teapot status`: the health of a box, per component, as its `teapot up` last wrote it, and the
+pinned Kubernetes releases whose programs are built here (what the box's clusters can run)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from cliff.lister import Lister
+from cliff.command import Command
 
 
-class Status(Lister):
-    """Show whether a box is ok or degraded, and the state of each of its services."""
+class Status(Command):
+    """Show whether a box is ok or degraded, the state of each of its services, and the
+    Kubernetes releases built here."""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
         parser.add_argument("--state-dir", default=os.environ.get("TEAPOT_STATE_DIR", ".teapot"),
                             help="The box's state directory (default: ./.teapot)")
+        parser.add_argument("-f", "--format", choices=["table", "json"], default="table",
+                            help="table (default), or json: an object with the components and "
+                                 "kubernetes_versions")
         return parser
 
     def take_action(self, args):
+        from teapot import releases as versions
         from teapot.deploy.supervisor import read_status
         from teapot.deploy.targets.local import DeployError
 
@@ -25,4 +32,19 @@ class Status(Lister):
             rows = read_status(Path(args.state_dir).resolve())
         except DeployError as e:
             raise SystemExit(f"error: {e}") from None
-        return ("Component", "State", "Detail"), rows
+        built = versions.built()
+        if args.format == "json":
+            print(json.dumps({
+                "components": [{"component": c, "state": s, "detail": d} for c, s, d in rows],
+                "kubernetes_versions": built,
+            }, indent=2))
+            return 0
+        width = max(len(c) for c, _, _ in rows)
+        for component, state, detail in rows:
+            print(f"{component:{width}}  {state:10}  {detail}".rstrip())
+        missing = [v for v in versions.KUBERNETES if v not in built]
+        line = ", ".join(built) if built else "none built"
+        if missing:
+            line += f" (`make install` builds {', '.join(missing)})"
+        print(f"kubernetes: {line}")
+        return 0

@@ -198,7 +198,8 @@ class Box:
             fabric = self.fabric = Fabric(self.state_dir, prefix=self.switch_prefix)
             fabric.start()
             if self.hosts:
-                fabric.add_hosts(h["name"] for h in sushy_emulator.emulated_hosts(self.hosts))
+                emulated = sushy_emulator.emulated_hosts(self.hosts)
+                fabric.add_hosts([h["name"] for h in emulated], {h["name"]: h["mac"] for h in emulated})
             fabric.add_trunk()
         except (FabricError, ValueError, KeyError, TypeError) as e:
             raise DeployError(f"switch: {e}") from None
@@ -256,7 +257,7 @@ class Box:
         fabric = self._wait_fabric()
         names = []
         bmc = self.ctx.url("sushy-emulator").replace("http://", "redfish+http://")
-        for i, host in enumerate(sushy_emulator.emulated_hosts(self.hosts)):
+        for host in sushy_emulator.emulated_hosts(self.hosts):
             names.append(host["name"])
             interfaces = self._network_interfaces(fabric, host)
             if host["name"] in existing:
@@ -264,11 +265,8 @@ class Box:
                 continue
             api.create_host({
                 "name": host["name"],
-                # Emulated hosts have no network: their addresses come from the documentation
-                # range and are never contacted (clusters of emulated hosts are ready when their
-                # hosts are provisioned).
-                "labels": {"teapot.openstack.org/emulated": "true",
-                           "teapot.openstack.org/address": f"192.0.2.{10 + i % 240}"},
+                # An emulated host's address is the one Teapot hands it on its tenant network.
+                "labels": {"teapot.openstack.org/emulated": "true"},
                 "spec": {
                     "online": False,
                     "bootMACAddress": host["mac"],
@@ -316,7 +314,7 @@ class Box:
         services and by the hosts (enrolled until available)."""
         started = time.monotonic()
         (self.state_dir / STATUS_FILE).unlink(missing_ok=True)  # a former run's
-        services = box_services(neutron=self.neutron, storage=self.storage)
+        services = box_services(neutron=self.neutron, storage=self.storage, switch=self.switch)
         if self.switch:
             # The switch starts beside everything else; the conductor and enrollment wait for it.
             self.check_switch()
@@ -361,7 +359,8 @@ class Box:
         """Restart a child that exits, backing off one that keeps exiting, until a stop is
         requested; the health of every child is kept in run/status.json."""
         self.supervisor = Supervisor(self.target, box_services(neutron=self.neutron,
-                                                               storage=self.storage), self.say,
+                                                               storage=self.storage,
+                                                               switch=self.switch), self.say,
                                      backoff or Backoff())
         self.supervisor.run(self.stop_requested.wait)
 

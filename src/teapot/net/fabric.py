@@ -361,9 +361,11 @@ class Fabric:
 
     # -- hosts ------------------------------------------------------------------------------------
 
-    def add_hosts(self, names: Iterable[str]) -> list[HostPort]:
-        """Cable one emulated host per name to an access port on the idle VLAN."""
+    def add_hosts(self, names: Iterable[str], macs: dict[str, str] | None = None) -> list[HostPort]:
+        """Cable one emulated host per name to an access port on the idle VLAN. `macs` gives
+        hosts' NICs the MAC addresses their BMCs report (the network data names NICs by MAC)."""
         names = list(names)
+        macs = macs or {}
         for name in names:
             if not HOST_RE.fullmatch(name):
                 raise FabricError(f"host name {name!r} must be 1-40 letters, digits, '_', '.' or '-'")
@@ -375,7 +377,7 @@ class Fabric:
         for name in names:
             port = f"{self.prefix}p{self.state.next_port}"
             self.state.next_port += 1
-            ports.append(self._cable(f"{self.prefix}-{name}", port, name))
+            ports.append(self._cable(f"{self.prefix}-{name}", port, name, macs.get(name)))
         idle = self.vlans.idle
         args: list[str] = []
         for hp in ports:
@@ -402,14 +404,19 @@ class Fabric:
         self._save()
         return hp
 
-    def _cable(self, ns: str, port: str, host: str) -> HostPort:
+    def _cable(self, ns: str, port: str, host: str, mac: str | None = None) -> HostPort:
         if len(port) > IFNAMSIZ:
             raise FabricError(f"port name {port!r} is longer than {IFNAMSIZ} characters")
         self._add_namespace(ns)
+        address = ["address", mac] if mac else []
         self._run("ip", "link", "add", port, "netns", self.switch_namespace, "type", "veth",
-                  "peer", "name", "eth0", "netns", ns)
+                  "peer", "name", "eth0", *address, "netns", ns)
         self._run("ip", "-n", self.switch_namespace, "link", "set", port, "up")
         self._run("ip", "-n", ns, "link", "set", "eth0", "up")
+        # The userspace datapath forwards frames as they are: with checksum offload a veth hands
+        # it TCP and UDP segments whose checksums nobody fills in, and receivers drop them.
+        for where, link in ((ns, "eth0"), (self.switch_namespace, port)):
+            self._run("ip", "netns", "exec", where, "ethtool", "-K", link, "tx", "off")
         mac = json.loads(self._run("ip", "-n", ns, "-j", "link", "show", "eth0"))[0]["address"]
         return HostPort(host=host, namespace=ns, interface="eth0", port=port, mac=mac)
 

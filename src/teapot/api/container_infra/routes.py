@@ -28,7 +28,7 @@ from teapot.db import networks as ndb
 from teapot.db.hosts import NotFound
 from teapot.db.models import Cluster, ClusterTemplate, HostClass, HostEvent, NodeGroup, Quota
 from teapot.resources import cluster as csm
-from teapot.resources import host_schema, storage
+from teapot.resources import cluster_rules, host_schema, storage
 from teapot.resources.errors import ValidationError
 
 DEFAULT_QUOTA = 20
@@ -76,6 +76,11 @@ def _sm(request: Request):
 
 def _reader(request: Request):
     return request.app.state.reader
+
+
+def _served(request: Request) -> tuple[str, ...]:
+    """The Kubernetes releases clusters may ask for ([clusters] kubernetes_versions)."""
+    return request.app.state.kubernetes_versions
 
 
 def _scope(request: Request) -> str:
@@ -229,6 +234,7 @@ def create_template(request: Request) -> Response:
     if public or hidden:
         authorize(request, "container-infra:clustertemplate:publish")
     attrs = {**TEMPLATE_DEFAULTS, **{k: spec[k] for k in views.TEMPLATE_FIELDS if spec.get(k) is not None}}
+    cluster_rules.check_template(attrs, _served(request))
     now = time.time()
     with _sm(request).begin() as session:
         _check_flavor(session, attrs.get("flavor_id"), "flavor_id")
@@ -250,6 +256,7 @@ def update_template(request: Request) -> Response:
         doc = {**{k: v for k, v in row.attrs.items() if k in s.TEMPLATE_FIELDS},
                "name": row.name, "public": row.public, "hidden": row.hidden}
         new = _patch(doc, body(request), _TEMPLATE_DOC)
+        cluster_rules.check_template(new, _served(request), before=doc)
         if new.get("public", False) != row.public or new.get("hidden", False) != row.hidden:
             authorize(request, "container-infra:clustertemplate:publish")
         if _in_use(session, row.uuid) and any(new.get(k) != doc.get(k) for k in views.TEMPLATE_FIELDS):
@@ -348,6 +355,15 @@ def create_cluster(request: Request) -> Response:
             raise ValidationError("cluster_template_id",
                                   f"no cluster template {spec['cluster_template_id']!r}") from None
         t = template.attrs
+        labels = dict(t.get("labels") or {})
+        if spec.get("merge_labels") or not spec.get("labels"):
+            labels.update(spec.get("labels") or {})
+        else:
+            labels = dict(spec["labels"])
+        own_tag = bool((spec.get("labels") or {}).get("kube_tag"))
+        version = cluster_rules.kubernetes_version(
+            labels, _served(request), "labels.kube_tag" if own_tag else "cluster_template_id",
+            template=None if own_tag else template.name)
         flavor = spec.get("flavor_id") or t.get("flavor_id")
         master_flavor = spec.get("master_flavor_id") or t.get("master_flavor_id") or flavor
         _check_flavor(session, flavor, "flavor_id")
@@ -358,11 +374,6 @@ def create_cluster(request: Request) -> Response:
                                 f"{used} of {_quota_limit(session, project)}")
         network = _network(request, session, project, _given(spec, "fixed_network",
                                                              t.get("fixed_network")))
-        labels = dict(t.get("labels") or {})
-        if spec.get("merge_labels") or not spec.get("labels"):
-            labels.update(spec.get("labels") or {})
-        else:
-            labels = dict(spec["labels"])
         kinds = storage.wanted(labels)
         ca = pki.new_ca(f"{name} CA")
         secrets = {"bootstrap_token": pki.bootstrap_token(), "certificate_key": pki.certificate_key()}
@@ -374,7 +385,7 @@ def create_cluster(request: Request) -> Response:
             attrs["fixed_network"] = network.uuid
         attrs.update(labels=labels, flavor_id=flavor, master_flavor_id=master_flavor,
                      create_timeout=_given(spec, "create_timeout", 60), health_status="UNKNOWN",
-                     coe_version=labels.get("kube_tag", csm.DEFAULT_KUBERNETES_VERSION),
+                     coe_version=version,
                      master_addresses=[], node_addresses=[], api_address=None, faults={})
         if kinds:  # the conductor makes the cluster's own storage credential first
             attrs.update(storage_kinds=list(kinds), credential_rotation=1)
@@ -403,7 +414,8 @@ def _network(request: Request, session, project: str, ident: str | None):
         return None
     if not ident:
         try:
-            return ndb.default_for(session, project, request.app.state.vlan_ranges)
+            return ndb.default_for(session, project, request.app.state.vlan_ranges,
+                                   request.app.state.default_subnet)
         except ndb.NoFreeVlan as e:
             raise APIError(409, f"the project's default network cannot be created: {e}") from None
     try:
@@ -480,7 +492,9 @@ def upgrade_cluster(request: Request) -> Response:
             raise ValidationError("cluster_template", "no such cluster template") from None
         row.cluster_template_id = template.uuid
         attrs = copy.deepcopy(row.attrs)
-        attrs["coe_version"] = template.attrs.get("labels", {}).get("kube_tag", attrs.get("coe_version"))
+        attrs["coe_version"] = cluster_rules.kubernetes_version(
+            template.attrs.get("labels"), _served(request), "cluster_template",
+            template=template.name, default=attrs.get("coe_version"))
         row.attrs = attrs
         _touch(row, csm.UPDATE_COMPLETE, f"now on template {template.name}; hosts are re-provisioned "
                                          "with it when they are replaced")
@@ -740,7 +754,7 @@ def mservices(request: Request) -> Response:
                                .group_by(HostEvent.conductor)).all()
     now = time.time()
     return _respond(request, {"mservices": [
-        {"id": i + 1, "binary": "teapot-conductor", "host": conductor, "report_count": count,
+        {"id": i + 1, "binary": "magnum-conductor", "host": conductor, "report_count": count,
          "state": "up" if now - last < 120 else "down", "disabled": False, "disabled_reason": None,
          "created_at": None, "updated_at": views.iso(last)}
         for i, (conductor, count, last) in enumerate(rows)]})

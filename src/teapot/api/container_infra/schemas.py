@@ -23,6 +23,7 @@ from teapot.api.schema import (
     obj,
     string,
 )
+from teapot.resources.cluster_rules import NETWORK_DRIVERS, VOLUME_DRIVERS
 
 TEXT = nullable(string(255))
 URL = string(2048, 1, r"^https?://[^\s\x00-\x1f\x7f]+$",
@@ -35,8 +36,11 @@ TEMPLATE_FIELDS = {
     "coe": {"type": "string", "enum": ["kubernetes"], "description": "Teapot runs kubernetes only"},
     "image_id": URL,
     "flavor_id": TEXT, "master_flavor_id": TEXT, "keypair_id": TEXT,
-    "labels": nullable(LABELS),
-    "network_driver": TEXT, "volume_driver": TEXT, "docker_storage_driver": TEXT,
+    "labels": nullable({**LABELS, "description": "a flat map of strings; kube_tag names the "
+                                                 "Kubernetes release (one this cloud serves)"}),
+    "network_driver": nullable(string(255, description=" or ".join(NETWORK_DRIVERS))),
+    "volume_driver": nullable(string(255, description=" or ".join(VOLUME_DRIVERS))),
+    "docker_storage_driver": TEXT,
     "docker_volume_size": nullable(integer(1)),
     "dns_nameserver": TEXT, "http_proxy": nullable(string(1024)), "https_proxy": nullable(string(1024)),
     "no_proxy": nullable(string(1024)),

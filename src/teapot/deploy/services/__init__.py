@@ -9,13 +9,16 @@ from collections.abc import Mapping
 from teapot.deploy.service import Service, settings_key
 
 
-def box(neutron: bool = False, storage: bool = False) -> list[Service]:
-    """What a box runs; with `neutron`, also Neutron's API and the MariaDB it needs; with
-    `storage`, also Ceph (with RADOS Gateway), Manila, Cinder, Barbican and RabbitMQ (and MariaDB)."""
-    from teapot.deploy.services import ironic, keystone, sushy_emulator, teapot
+def box(neutron: bool = False, storage: bool = False, switch: bool = False) -> list[Service]:
+    """What a box runs; with `switch`, also its emulated hosts (namespaces cabled to the switch);
+    with `neutron`, also Neutron's API and the MariaDB it needs; with `storage`, also Ceph (with
+    RADOS Gateway), Manila, Cinder, Barbican and RabbitMQ (and MariaDB)."""
+    from teapot.deploy.services import emulated_hosts, ironic, keystone, sushy_emulator, teapot
 
     services = [keystone.SERVICE, ironic.SERVICE, sushy_emulator.SERVICE, teapot.API,
                 teapot.CONDUCTOR]
+    if switch:
+        services.append(emulated_hosts.SERVICE)
     if neutron or storage:
         from teapot.deploy.services import mariadb
 

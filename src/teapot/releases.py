@@ -18,7 +18,7 @@ from pathlib import Path
 KUBERNETES = ("v1.36.3", "v1.37.2")
 ETCD = "v3.6.8"  # the etcd release Kubernetes 1.36 and 1.37 are built against
 PROGRAMS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubeadm", "kubectl")
-BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "tools" / "build-kubernetes"
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "build-kubernetes"
 
 
 def cache_dir() -> Path:

@@ -1,1 +1,0 @@
-"""Upstream Kubernetes as Teapot uses it: the pinned releases, built from the Go module proxy."""

@@ -1,0 +1,73 @@
+"""What a cluster template, and a cluster made from one, may ask for: a Kubernetes release the
+cloud serves (the label kube_tag) and network and volume drivers Teapot implements.
+
+The API calls these on every template create and update, cluster create and upgrade; a refusal is
+a ValidationError naming the field, which the API answers with a 400 (as Magnum refuses drivers
+its Kubernetes driver does not know). Pure: the served releases are handed in (the API reads them
+from `[clusters] kubernetes_versions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from teapot.resources.cluster import DEFAULT_KUBERNETES_VERSION
+from teapot.resources.errors import ValidationError
+
+# The CNI plugins a template may name (Magnum's Kubernetes driver takes the same two), and the
+# volume driver: Cinder, attached to hosts through its attachments API (resources.storage).
+NETWORK_DRIVERS = ("flannel", "calico")
+VOLUME_DRIVERS = ("cinder",)
+
+
+def _one_of(field: str, value: Any, allowed: tuple[str, ...], what: str) -> None:
+    if value is not None and value not in allowed:
+        raise ValidationError(field, f"{value!r} is not a {what} Teapot implements; "
+                                     f"use {' or '.join(allowed)}, or leave it unset")
+
+
+def _serves(served: Sequence[str]) -> str:
+    if not served:
+        return "this cloud serves no Kubernetes release ([clusters] kubernetes_versions is empty)"
+    return f"this cloud serves {', '.join(served)}"
+
+
+def kubernetes_version(labels: Mapping[str, str] | None, served: Sequence[str],
+                       field: str = "labels.kube_tag", template: str | None = None,
+                       default: str | None = None) -> str:
+    """The Kubernetes release a cluster with these labels runs: its kube_tag, which must be one
+    the cloud serves; without one, `default` (a cluster moving to a template that names none keeps
+    its release), else the newest pinned release, else the last served one. `template` names the
+    template the labels come from, for the refusal to say so."""
+    tag = (labels or {}).get("kube_tag")
+    if not tag:
+        if default:
+            return default
+        if not served:
+            raise ValidationError(field, _serves(served))
+        return DEFAULT_KUBERNETES_VERSION if DEFAULT_KUBERNETES_VERSION in served else served[-1]
+    if tag not in served:
+        asked = f"template {template} has kube_tag {tag}, which" if template else tag
+        raise ValidationError(field, f"{asked} is not served here; {_serves(served)}")
+    return tag
+
+
+def check_template(attrs: Mapping[str, Any], served: Sequence[str],
+                   before: Mapping[str, Any] | None = None) -> None:
+    """Refuse a template whose drivers Teapot does not implement or whose kube_tag the cloud does
+    not serve. On an update (`before`: the template as stored) only what changes is checked: a
+    template made before a release was dropped can still be renamed or hidden."""
+    old = before or {}
+
+    def changed(key: str) -> bool:
+        return before is None or attrs.get(key) != old.get(key)
+
+    if changed("network_driver"):
+        _one_of("network_driver", attrs.get("network_driver"), NETWORK_DRIVERS, "network driver")
+    if changed("volume_driver"):
+        _one_of("volume_driver", attrs.get("volume_driver"), VOLUME_DRIVERS, "volume driver")
+    labels = attrs.get("labels") or {}
+    if before is None or labels.get("kube_tag") != (old.get("labels") or {}).get("kube_tag"):
+        if labels.get("kube_tag"):
+            kubernetes_version(labels, served)
