@@ -13,9 +13,15 @@ DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitc
 # into the virtualenv when they were built for its Python.
 CEPH_MODULES := rados rbd cephfs
 
-.PHONY: install up test lint bench clean proto
+.PHONY: install kubernetes up test lint bench clean proto
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed kubernetes
+
+# Upstream Kubernetes (kube-apiserver, controller-manager, scheduler, kubeadm, kubectl) and etcd at
+# the releases Teapot pins (src/teapot/releases.py), built from the Go module proxy into
+# ~/.cache/teapot/kubernetes/<version>/ once; later runs find them there and do nothing.
+kubernetes: $(VENV)/.installed
+	$(BIN)/python -m teapot.releases
 
 $(VENV)/.installed: pyproject.toml
 	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \

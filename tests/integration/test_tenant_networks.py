@@ -1,5 +1,6 @@
-"""Tenant networks end to end on a real box: two projects each create a cluster on their own network;
-their hosts use the SAME IP addresses, and no frame of one reaches the other; within a project,
+"""Tenant networks end to end on a real box: two projects each create a cluster on their own network
+with the same subnet; each host carries exactly the address Teapot handed it in its network data
+(the SAME addresses in both projects), and no frame of one reaches the other; within a project,
 ping, ARP and broadcast work; a host released from a cluster is cleaned and back on the idle VLAN,
 and no longer reaches its former tenant; on the trunk, a tenant's frames carry its VLAN tag.
 Everything is configured by Teapot's conductor through networking-generic-switch, over SSH, on the
@@ -76,23 +77,35 @@ def _hosts_of(apis, cluster: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tenants(net_box, apis):
-    """demo's network `blue` with a 2-host cluster, rival's `red` with a 2-host cluster; in each,
-    the hosts get 10.77.0.1 and 10.77.0.2: the same subnet, the same addresses."""
-    apis["demo"]("POST", "/v1/networks", json={"name": "blue"})
-    apis["rival"]("POST", "/v1/networks", json={"name": "red"})
+    """demo's network `blue` with a 2-host cluster, rival's `red` with a 2-host cluster, both on
+    10.77.0.0/24: Teapot hands the hosts of each 10.77.0.2 and 10.77.0.3."""
+    apis["demo"]("POST", "/v1/networks", json={"name": "blue", "cidr": "10.77.0.0/24"})
+    apis["rival"]("POST", "/v1/networks", json={"name": "red", "cidr": "10.77.0.0/24"})
     clusters = {"demo": _cluster(apis["demo"], "blue-k8s", "blue", 1),
                 "rival": _cluster(apis["rival"], "red-k8s", "red", 1)}
     for who, uuid in clusters.items():
         _complete(apis[who], uuid)
     fabric = Fabric.load(net_box.state_dir)
     hosts = {who: _hosts_of(apis, uuid) for who, uuid in clusters.items()}
+    addresses = {}
     for names in hosts.values():
         assert len(names) == 2, hosts
-        for i, name in enumerate(names):
-            fabric.exec_in(name, "ip", "addr", "replace", f"10.77.0.{i + 1}/24", "dev", "eth0",
-                           check=True)
+        for name in names:
+            addresses[name] = apis["admin"]("GET", f"/v1/hosts/{name}")["network"]["address"]
+            wait_for(lambda name=name: _carried(fabric, name) == [f"{addresses[name]}/24"],
+                     timeout=60, what=f"{name} configured from its network data")
+    # the same addresses in both projects: their VLANs keep them apart
+    for names in hosts.values():
+        assert sorted(addresses[n] for n in names) == ["10.77.0.2", "10.77.0.3"], addresses
     vlans = {n["name"]: n["vlan_id"] for n in apis["admin"]("GET", "/v1/networks")["networks"]}
-    return {"fabric": fabric, "clusters": clusters, "hosts": hosts, "vlans": vlans}
+    return {"fabric": fabric, "clusters": clusters, "hosts": hosts, "vlans": vlans,
+            "addresses": addresses}
+
+
+def _carried(fabric: Fabric, host: str) -> list[str]:
+    """The IPv4 addresses on the host's NIC, as its namespace has them."""
+    out = fabric.exec_in(host, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+    return [line.split()[3] for line in out.splitlines()]
 
 
 def test_each_tenants_hosts_are_on_its_vlan_when_the_cluster_is_complete(tenants, apis):
@@ -102,7 +115,7 @@ def test_each_tenants_hosts_are_on_its_vlan_when_the_cluster_is_complete(tenants
         for host in tenants["hosts"][who]:
             assert fabric.port_vlan(fabric.host(host).port) == vlans[network]
             assert apis["admin"]("GET", f"/v1/hosts/{host}")["network"] == {
-                "vlan": vlans[network], "error": None}
+                "vlan": vlans[network], "error": None, "address": tenants["addresses"][host]}
     assert {vlans["blue"], vlans["red"]} <= fabric.trunk_vlans()
     # the tenant sees its network active, not its VLAN id, and not the other's network
     mine = apis["demo"]("GET", "/v1/networks")["networks"]
@@ -116,7 +129,7 @@ def test_no_frame_crosses_tenants_with_the_same_addresses(tenants):
     for who, other in (("demo", "rival"), ("rival", "demo")):
         sender, peer = hosts[who]
         counts = l2.flood(fabric, sender, [h for h in everyone if h != sender], expect={peer},
-                          sender_ip="10.77.0.1")
+                          sender_ip=tenants["addresses"][sender])
         assert counts[peer] == l2.ALL, counts
         for stranger in hosts[other]:
             assert counts[stranger] == l2.NONE, (sender, stranger, counts)
@@ -126,8 +139,9 @@ def test_ping_and_arp_reach_only_the_own_tenant(tenants):
     fabric, hosts = tenants["fabric"], tenants["hosts"]
     for who, other in (("demo", "rival"), ("rival", "demo")):
         first, second = hosts[who]
-        assert l2.ping(fabric, first, "10.77.0.2")
-        neighbour = fabric.exec_in(first, "ip", "neigh", "show", "10.77.0.2").stdout
+        peer = tenants["addresses"][second]
+        assert l2.ping(fabric, first, peer)
+        neighbour = fabric.exec_in(first, "ip", "neigh", "show", peer).stdout
         assert fabric.host(second).mac in neighbour
         assert all(fabric.host(h).mac not in neighbour for h in hosts[other])
 

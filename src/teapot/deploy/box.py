@@ -182,6 +182,8 @@ class Box:
             missing.append("sshd (Debian package openssh-server)")
         if not shutil.which("ip"):
             missing.append("ip (Debian package iproute2)")
+        if not shutil.which("ethtool"):
+            missing.append("ethtool (Debian package ethtool)")
         if missing:
             raise DeployError(f"the box's switch needs {' and '.join(missing)}, not installed here; "
                               "install it (make install does) or run without a switch: "
