@@ -1,0 +1,224 @@
+"""Real Kubernetes in the box's clusters: two projects each create a 1-master, 1-worker cluster; the
+emulated hosts act on what Ironic deployed them with (network data, then cloud-init running the
+real kubeadm; a stand-in kubelet does the TLS bootstrap and reports the Node). A member's
+`openstack coe cluster config` kubeconfig then works with kubectl from the tenant network: both
+Nodes Ready with the hosts' names, the server at the template's kube_tag, a ConfigMap round-trips;
+a certificate signed by the other cluster's CA is refused; the other project cannot get this
+cluster's certificates; a stopped worker turns NotReady; deleting the clusters leaves no process
+and no file on their hosts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from teapot import releases
+from teapot.deploy.keystone_setup import admin_connection, ensure_user
+from teapot.net.fabric import Fabric
+
+from .conftest import wait_for
+from .test_tenant_networks import Api, _complete, _hosts_of
+
+VERSION = releases.KUBERNETES[0]
+KUBECTL = str(releases.bin_dir(VERSION) / "kubectl")
+OPENSTACK = str(Path(sys.executable).parent / "openstack")
+
+pytestmark = pytest.mark.skipif(VERSION not in releases.built(),
+                                reason=f"Kubernetes {VERSION} is not built (make install)")
+
+
+@pytest.fixture(scope="module")
+def apis(box):
+    conn = admin_connection(box.url("keystone") + "/v3", box.secret("admin-password"))
+    ensure_user(conn, "kube-rival", "kube-rival-password", "kube-rival", ["member"])
+    clouds = yaml.safe_load(box.clouds.read_text())
+    rival = dict(clouds["clouds"]["teapot-demo"])
+    rival["auth"] = {**rival["auth"], "username": "kube-rival", "password": "kube-rival-password",
+                     "project_name": "kube-rival"}
+    clouds["clouds"]["kube-rival"] = rival
+    clouds_file = box.state_dir / "clouds-kube.yaml"
+    clouds_file.write_text(yaml.safe_dump(clouds))
+    clouds_file.chmod(0o600)
+    return {"admin": Api(box, "admin", box.cloud_auth("teapot-admin")["password"], "admin"),
+            "demo": Api(box, "demo", box.cloud_auth("teapot-demo")["password"], "demo"),
+            "rival": Api(box, "kube-rival", "kube-rival-password", "kube-rival"),
+            "clouds": clouds_file}
+
+
+@pytest.fixture(scope="module")
+def clusters(box, apis, tmp_path_factory):
+    """{"demo": {...}, "rival": {...}}: each with uuid, hosts, the master and worker, and the
+    kubeconfig `openstack coe cluster config` wrote; deleted at the end, hosts checked clean."""
+    made = {}
+    for who in ("demo", "rival"):
+        template = apis[who]("POST", "/v1/clustertemplates", json={
+            "name": f"kube-{who}", "image_id": "https://images.example/node.raw",
+            "flavor_id": "baremetal", "master_flavor_id": "baremetal",
+            "labels": {"image_checksum": "34" * 32, "kube_tag": VERSION}})
+        made[who] = {"uuid": apis[who]("POST", "/v1/clusters", json={
+            "name": f"kube-{who}", "cluster_template_id": template["uuid"], "master_count": 1,
+            "node_count": 1})["uuid"], "template": template["uuid"]}
+    fabric = Fabric.load(box.state_dir)
+    try:
+        for who, c in made.items():
+            shown = _complete(apis[who], c["uuid"])
+            c["hosts"] = _hosts_of(apis, c["uuid"])
+            c["master"] = shown["master_addresses"][0]
+            c["addresses"] = {h: apis["admin"]("GET", f"/v1/hosts/{h}")["network"]["address"]
+                              for h in c["hosts"]}
+            c["worker"] = next(h for h, a in c["addresses"].items() if a != c["master"])
+            folder = tmp_path_factory.mktemp(f"kube-{who}")
+            cloud = "teapot-demo" if who == "demo" else "kube-rival"
+            subprocess.run([OPENSTACK, "--os-cloud", cloud, "coe", "cluster", "config",
+                            c["uuid"], "--dir", str(folder), "--force"], check=True,
+                           env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(apis["clouds"])},
+                           capture_output=True, text=True, timeout=120)
+            c["kubeconfig"] = folder / "config"
+        yield {"fabric": fabric, **made}
+    finally:
+        for who, c in made.items():
+            apis[who]("DELETE", f"/v1/clusters/{c['uuid']}", expect=(204, 404))
+        for who, c in made.items():
+            wait_for(lambda c=c, who=who: apis[who]("GET", f"/v1/clusters/{c['uuid']}",
+                                                    expect=(200, 404)).get("status") is None,
+                     timeout=300, interval=2, what=f"cluster {c['uuid']} deleted")
+
+
+def kubectl(fabric: Fabric, host: str, kubeconfig: Path, *args: str,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """kubectl from a host of the tenant network (where the cluster's API is reached)."""
+    proc = fabric.exec_in(host, KUBECTL, "--kubeconfig", str(kubeconfig), "--request-timeout=10s",
+                          *args, timeout=60)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _nodes(fabric: Fabric, c: dict) -> dict[str, str]:
+    proc = kubectl(fabric, c["worker"], c["kubeconfig"], "get", "nodes", "-o", "json",
+                   check=False)
+    if proc.returncode != 0:
+        return {}
+    out = {}
+    for node in json.loads(proc.stdout)["items"]:
+        ready = next(x["status"] for x in node["status"]["conditions"] if x["type"] == "Ready")
+        out[node["metadata"]["name"]] = ready
+    return out
+
+
+def test_both_nodes_join_ready_with_the_hosts_names(clusters):
+    fabric = clusters["fabric"]
+    for who in ("demo", "rival"):
+        c = clusters[who]
+        nodes = wait_for(lambda c=c: (n := _nodes(fabric, c)) and set(n.values()) == {"True"}
+                         and len(n) == 2 and n, timeout=300, interval=3,
+                         what=f"{who}'s nodes Ready")
+        assert sorted(nodes) == sorted(c["hosts"])
+
+
+def test_the_kubeconfig_reaches_the_clusters_own_api_server_at_its_kube_tag(clusters):
+    fabric, c = clusters["fabric"], clusters["demo"]
+    config = yaml.safe_load(c["kubeconfig"].read_text())
+    assert config["clusters"][0]["cluster"]["server"] == f"https://{c['master']}:6443"
+    version = json.loads(kubectl(fabric, c["worker"], c["kubeconfig"], "version", "-o",
+                                 "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == VERSION
+    name = "teapot-round-trip"
+    kubectl(fabric, c["worker"], c["kubeconfig"], "create", "configmap", name,
+            "--from-literal=answer=42")
+    got = json.loads(kubectl(fabric, c["worker"], c["kubeconfig"], "get", "configmap", name,
+                             "-o", "json").stdout)
+    assert got["data"] == {"answer": "42"}
+    # every host runs what its own user data asked for, at the address it was handed
+    for host, address in c["addresses"].items():
+        carried = fabric.exec_in(host, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
+        assert f"{address}/24" in carried
+
+
+def test_a_certificate_of_another_clusters_ca_is_refused(clusters, tmp_path):
+    fabric, demo, rival = clusters["fabric"], clusters["demo"], clusters["rival"]
+    mine = yaml.safe_load(demo["kubeconfig"].read_text())
+    theirs = yaml.safe_load(rival["kubeconfig"].read_text())
+    mixed = dict(mine)
+    mixed["users"] = theirs["users"]  # rival's client certificate, signed by rival's CA
+    mixed["contexts"] = [{**ctx, "context": {**ctx["context"], "user": theirs["users"][0]["name"]}}
+                         for ctx in mine["contexts"]]
+    path = tmp_path / "mixed"
+    path.write_text(yaml.safe_dump(mixed))
+    refused = kubectl(fabric, demo["worker"], path, "get", "nodes", check=False)
+    assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
+    # and the same certificate works on its own cluster
+    assert kubectl(fabric, rival["worker"], rival["kubeconfig"], "get", "nodes").returncode == 0
+
+
+def test_another_project_gets_neither_certificates_nor_a_kubeconfig(clusters, apis):
+    uuid = clusters["demo"]["uuid"]
+    apis["rival"]("GET", f"/v1/certificates/{uuid}", expect=(404,))
+    proc = subprocess.run([OPENSTACK, "--os-cloud", "kube-rival", "coe", "cluster", "config",
+                           uuid, "--dir", "/nonexistent"], capture_output=True, text=True,
+                          env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(apis["clouds"])},
+                          timeout=120)
+    assert proc.returncode != 0 and "404" in proc.stderr + proc.stdout
+    ca = apis["demo"]("GET", f"/v1/certificates/{uuid}")["pem"]
+    config = yaml.safe_load(clusters["demo"]["kubeconfig"].read_text())
+    served = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert served.decode().strip() == ca.strip()  # the CA the API server was started with
+
+
+def test_a_stopped_worker_turns_not_ready_and_back(clusters):
+    """The worker host stops (every process of it frozen): the node controller sees its Lease
+    expire and marks the Node NotReady; the host resumes and the Node is Ready again."""
+    fabric, c = clusters["fabric"], clusters["rival"]
+    worker_host = c["worker"]
+    master_host = next(h for h in c["hosts"] if h != worker_host)
+    pids = [int(p) for p in subprocess.run(["ip", "netns", "pids",
+                                            fabric.host(worker_host).namespace],
+                                           capture_output=True, text=True).stdout.split()]
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        def status() -> str | None:
+            proc = kubectl(fabric, master_host, c["kubeconfig"], "get", "node", worker_host,
+                           "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                           check=False)
+            return proc.stdout.strip() if proc.returncode == 0 else None
+        wait_for(lambda: status() == "Unknown", timeout=180, interval=3,
+                 what=f"{worker_host} NotReady")
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    wait_for(lambda: status() == "True", timeout=120, interval=3, what=f"{worker_host} Ready")
+
+
+def test_deleted_clusters_leave_no_process_and_no_file(box, clusters, apis):
+    """Runs last in the module: delete both clusters, then every one of their hosts is bare."""
+    fabric = clusters["fabric"]
+    hosts = clusters["demo"]["hosts"] + clusters["rival"]["hosts"]
+    for who in ("demo", "rival"):
+        apis[who]("DELETE", f"/v1/clusters/{clusters[who]['uuid']}", expect=(204,))
+    disks = box.state_dir / "data" / "teapot-hosts" / "disks"
+
+    def bare() -> bool:
+        for host in hosts:
+            ns = fabric.host(host).namespace
+            if subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                              text=True).stdout.split():
+                return False
+            if (disks / host).exists():
+                return False
+            if fabric.exec_in(host, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout:
+                return False
+        return True
+    wait_for(bare, timeout=300, interval=2, what="the clusters' hosts bare")
