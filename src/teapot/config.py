@@ -102,6 +102,12 @@ OPTS = {
         cfg.ListOpt("default_dns_nameservers", default=[],
                     help="DNS servers of a subnet created without any."),
     ],
+    "loadbalancer": [
+        cfg.StrOpt("driver", default="none", choices=["none", "box"],
+                   help="Load balancers' data plane (each cluster's API endpoint): none, or box "
+                        "(HAProxy in namespaces cabled to a box's switch and public network)."),
+        cfg.StrOpt("box_state_dir", help="The box's state directory (driver box)."),
+    ],
     "block": [
         cfg.StrOpt("ceph_conf",
                    help="ceph.conf of the Ceph cluster behind Cinder's RBD back-end; unset: no "

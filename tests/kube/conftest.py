@@ -1,128 +1,166 @@
-"""A Kubernetes API for tests: kmock's emulator, run in a thread, taught two things a real cluster does.
+"""A real Kubernetes API for tests/kube: one etcd and kube-apiserver for the session
+(`tests/kubeapi.py`), with the upstream CRDs the tests need, and one namespace per test.
 
-- Server-side apply creates a missing object (kmock only patches existing ones).
-- Workloads and Jobs become ready at once (there are no kubelets): apply's waits can finish.
+No kubelet, scheduler or controller manager runs, so pods never run. `Kubelets` below stands in for
+them, and only for what `teapot deploy apply` waits for: the status of Deployments, StatefulSets,
+DaemonSets and Jobs.
 """
 
 from __future__ import annotations
 
-import asyncio
+import datetime
+import re
 import threading
+import time
+import types
+import uuid
+from pathlib import Path
 
-import kmock
 import pytest
-import yaml
-from kmock._internal import enums, k8s
 
-APPLY = "application/apply-patch+yaml"
-# Custom resources a management cluster serves (cert-manager, Cluster API, CAPM3).
-CRDS = {
-    "cert-manager.io/v1/certificates": "Certificate",
-    "cluster.x-k8s.io/v1beta2/clusters": "Cluster",
-    "cluster.x-k8s.io/v1beta2/machinedeployments": "MachineDeployment",
-    "controlplane.cluster.x-k8s.io/v1beta2/kubeadmcontrolplanes": "KubeadmControlPlane",
-    "bootstrap.cluster.x-k8s.io/v1beta2/kubeadmconfigtemplates": "KubeadmConfigTemplate",
-    "infrastructure.cluster.x-k8s.io/v1beta2/metal3clusters": "Metal3Cluster",
-    "infrastructure.cluster.x-k8s.io/v1beta2/metal3machinetemplates": "Metal3MachineTemplate",
-}
+from teapot import kube
+from tests.kubeapi import ApiError, KubeAPI, built, crds_from, minimal_crd
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "crds"
+# What Teapot applies on a management cluster (Cluster API, CAPM3, Metal³), as upstream ships it.
+UPSTREAM_CRDS = [
+    "cluster-api/cluster.x-k8s.io_clusters.yaml",
+    "cluster-api/cluster.x-k8s.io_machinedeployments.yaml",
+    "cluster-api/controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml",
+    "cluster-api/bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml",
+    "cluster-api/addons.cluster.x-k8s.io_clusterresourcesets.yaml",
+    "capm3/infrastructure.cluster.x-k8s.io_metal3clusters.yaml",
+    "capm3/infrastructure.cluster.x-k8s.io_metal3machinetemplates.yaml",
+    "metal3/metal3.io_baremetalhosts.yaml",
+    "metal3/metal3.io_hostnetworkattachments.yaml",
+]
+# cert-manager's CRD is not among ../shared/crds: a minimal one (any content) serves the kind, so
+# the deployer's Certificates are stored and listed, but their schema is not checked here.
+CERTIFICATE_CRD = minimal_crd("cert-manager.io", "v1", "Certificate", "certificates")
 
 
-class ClusterEmulator(k8s.KubernetesEmulator):
-    ready = True
+class Kubelets:
+    """Stands in for the kubelets and the workload controllers this API server has not.
 
-    async def _handle(self, request):
-        if request.action == enums.action.UPDATE and request.name and request.resource is not None \
-                and APPLY in (request.headers.get("Content-Type") or ""):
-            key = (request.resource, request.namespace, request.name)
-            async with self._lock:
-                if key not in self._objects:
-                    self._objects[key] = {"metadata": {"name": request.name,
-                                                       "namespace": request.namespace}}
-                elif self._objects[key].deleted:
-                    self._objects[key].create({"metadata": {"name": request.name,
-                                                            "namespace": request.namespace}})
-        response = await super()._handle(request)
-        if self.ready and request.action in (enums.action.CREATE, enums.action.UPDATE):
-            await self._become_ready(request)
-        return response
+    Every Deployment, StatefulSet, DaemonSet and Job that is not ready gets, through its status
+    subresource, the status they would report once its pods run: all replicas ready, a DaemonSet
+    on one node, a Job succeeded. Nothing else is touched. One watch per kind, all namespaces.
+    """
 
-    async def _serve_list(self, request):
-        result = await super()._serve_list(request)
-        return {"apiVersion": "v1", "kind": "List", **result}  # the official client needs a kind
+    KINDS = [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"),
+             ("batch/v1", "Job")]
 
-    async def _become_ready(self, request) -> None:
-        data = request.data if isinstance(request.data, dict) else {}
-        kind = data.get("kind")
-        status = {
-            "Deployment": lambda d: {"readyReplicas": d.get("spec", {}).get("replicas", 1)},
-            "StatefulSet": lambda d: {"readyReplicas": d.get("spec", {}).get("replicas", 1)},
-            "DaemonSet": lambda d: {"desiredNumberScheduled": 2, "numberReady": 2},
-            "Job": lambda d: {"succeeded": 1},
-        }.get(kind)
-        if status is None:
+    def __init__(self, api: KubeAPI):
+        self.api = api
+        self.stopping = threading.Event()
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=k, daemon=True,
+                                         name=f"kubelets-{k[1]}") for k in self.KINDS]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(10)
+
+    def _run(self, api_version: str, kind: str) -> None:
+        while not self.stopping.is_set():
+            try:
+                listing = self.api.request("GET", self.api.path(api_version, kind)).json()
+                for obj in listing["items"]:
+                    self._report({"apiVersion": api_version, "kind": kind, **obj})
+                version = listing["metadata"]["resourceVersion"]
+                while not self.stopping.is_set():
+                    with self.api.watching(api_version, kind, version, timeout=30) as events:
+                        for event in events:
+                            obj = event["object"]
+                            if event["type"] == "ERROR":
+                                raise RuntimeError(obj.get("message"))  # e.g. 410: list again
+                            version = obj["metadata"]["resourceVersion"]
+                            if event["type"] in ("ADDED", "MODIFIED"):
+                                self._report(obj)
+            except Exception as e:  # noqa: BLE001 - the server going away at the end, or a resync
+                if self.stopping.is_set():
+                    return
+                self.errors.append(f"{kind}: {e}")
+                time.sleep(0.2)
+
+    def _report(self, obj: dict) -> None:
+        if (obj["metadata"].get("deletionTimestamp") or kube.readiness(obj)[0]
+                or obj["metadata"]["namespace"] == "kube-system"):
             return
-        meta = data.get("metadata", {})
-        key = (request.resource, request.namespace or meta.get("namespace"), request.name or meta.get("name"))
-        async with self._lock:
-            if key in self._objects and not self._objects[key].deleted:
-                self._objects[key].patch({"status": status(data)})
+        status = self.status(obj)
+        try:
+            self.api.patch(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"],
+                           obj["metadata"]["name"], {"status": status}, subresource="status")
+        except ApiError as e:
+            if e.status != 404:  # deleted meanwhile
+                self.errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {e}")
+
+    @staticmethod
+    def status(obj: dict) -> dict:
+        spec, generation = obj.get("spec") or {}, obj["metadata"].get("generation")
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            n = spec.get("replicas", 1)
+            status = {"replicas": n, "readyReplicas": n, "availableReplicas": n,
+                      "updatedReplicas": n}
+            if obj["kind"] == "StatefulSet":
+                status["currentReplicas"] = n
+            return {"observedGeneration": generation, **status}
+        if obj["kind"] == "DaemonSet":
+            return {"observedGeneration": generation, "desiredNumberScheduled": 1,
+                    "currentNumberScheduled": 1, "updatedNumberScheduled": 1, "numberReady": 1,
+                    "numberAvailable": 1, "numberMisscheduled": 0}
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        done = {"status": "True", "lastProbeTime": now, "lastTransitionTime": now,
+                "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"}
+        return {"startTime": now, "completionTime": now, "succeeded": 1, "active": 0, "ready": 0,
+                "terminating": 0, "uncountedTerminatedPods": {},
+                "conditions": [{"type": "SuccessCriteriaMet", **done}, {"type": "Complete", **done}]}
 
 
-class KubeCluster:
-    """kmock in a background event loop, with a kubeconfig for the official client."""
-
-    def __init__(self, tmp_path):
-        self.kubeconfig = tmp_path / "kubeconfig"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-        return self
-
-    async def _start(self):
-        self.emulator = ClusterEmulator()
-        await self.emulator.__aenter__()
-        self.server = kmock.Server(self.emulator)
-        await self.server.__aenter__()
-        self.emulator.resources.load_bundled()
-        for path, kind in CRDS.items():
-            self.emulator.resources[path] = kmock.ResourceInfo(
-                kind=kind, namespaced=True, singular=kind.lower(),
-                verbs={"get", "list", "create", "patch", "update", "delete"})
-        url = str(self.emulator.url).rstrip("/")
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-            "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-            "users": [{"name": "kmock", "user": {"token": "test"}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-        }))
-
-    async def _stop(self):
-        await self.server.__aexit__(None, None, None)
-        await self.emulator.__aexit__(None, None, None)
-
-    def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def patch(self, resource: str, namespace: str, name: str, patch: dict) -> None:
-        async def do():
-            key = (kmock.resource(resource), namespace, name)
-            async with self.emulator._lock:
-                self.emulator.objects[key].patch(patch)
-        asyncio.run_coroutine_threadsafe(do(), self.loop).result(10)
-
-    def objects(self) -> list[dict]:
-        async def collect():
-            async with self.emulator._lock:
-                return [o.raw for o in self.emulator.objects.values() if not o.deleted]
-        return asyncio.run_coroutine_threadsafe(collect(), self.loop).result(10)
+@pytest.fixture(scope="session")
+def api(tmp_path_factory):
+    """etcd and kube-apiserver for the whole session, the CRDs installed, the stand-in kubelets
+    running; all stopped by PID at the end."""
+    if not built():
+        pytest.skip("the pinned Kubernetes release is not built (make install)")
+    with KubeAPI(tmp_path_factory.mktemp("kube-api")) as server:
+        server.install_crds(crds_from(SHARED / p for p in UPSTREAM_CRDS) + [CERTIFICATE_CRD])
+        kubelets = Kubelets(server)
+        server.kubelets = kubelets
+        kubelets.start()
+        try:
+            yield server
+        finally:
+            kubelets.stop()
+            server.stop()
+            kubelets.join()
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    with KubeCluster(tmp_path) as c:
-        yield c
+def namespace(request) -> str:
+    """A fresh namespace name for this test (not created: see `created_namespace`)."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return f"{stem}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def created_namespace(api, namespace) -> str:
+    api.create_namespace(namespace)
+    return namespace
+
+
+@pytest.fixture
+def fast_polls(monkeypatch):
+    """`rollout.wait_ready` polls every 2 s, made for pods that take seconds to start; the
+    stand-in kubelets answer in milliseconds, so the waits poll every 20 ms here."""
+    from teapot.deploy import rollout
+
+    monkeypatch.setattr(rollout, "time", types.SimpleNamespace(
+        monotonic=time.monotonic, sleep=lambda seconds: time.sleep(min(seconds, 0.02))))

@@ -20,7 +20,8 @@ def _load(tmp_path, settings):
 
 
 def test_a_box_with_its_switch_enables_tenant_networks(tmp_path):
-    ctx, conf = _load(tmp_path, {"profile": "box", "hosts": 2, "switch": True})
+    ctx, conf = _load(tmp_path, {"profile": "box", "hosts": 2, "switch": True,
+                                 "state_dir": str(tmp_path)})
     net = conf.network
     vlans = FabricVlans()
     assert net.enabled is True
@@ -29,6 +30,8 @@ def test_a_box_with_its_switch_enables_tenant_networks(tmp_path):
     assert (net.idle_vlan, net.provisioning_vlan, net.cleaning_vlan) == (
         vlans.idle, vlans.provisioning, vlans.cleaning)
     assert net.physical_network == "physnet1"
+    # clusters' API endpoints: load balancers on the box's switch and public network
+    assert (conf.loadbalancer.driver, conf.loadbalancer.box_state_dir) == ("box", str(tmp_path))
 
 
 @pytest.mark.parametrize("settings", [{"profile": "box", "hosts": 2, "switch": False},
@@ -37,6 +40,7 @@ def test_a_box_without_a_switch_has_no_tenant_networks(tmp_path, settings):
     _, conf = _load(tmp_path, settings)
     assert conf.network.enabled is False
     assert conf.network.switches_file is None
+    assert conf.loadbalancer.driver == "none" and conf.clusters.readiness == "provisioned"
 
 
 SPEC = {"bootMACAddress": "52:54:00:a0:00:01",

@@ -33,10 +33,12 @@ class Status(Command):
         except DeployError as e:
             raise SystemExit(f"error: {e}") from None
         built = versions.built()
+        public = _public(Path(args.state_dir).resolve())
         if args.format == "json":
             print(json.dumps({
                 "components": [{"component": c, "state": s, "detail": d} for c, s, d in rows],
                 "kubernetes_versions": built,
+                **public,
             }, indent=2))
             return 0
         width = max(len(c) for c, _, _ in rows)
@@ -47,4 +49,19 @@ class Status(Command):
         if missing:
             line += f" (`make install` builds {', '.join(missing)})"
         print(f"kubernetes: {line}")
+        if public:
+            print(f"public network: {public['public_cidr']} (the outside world: namespace "
+                  f"{public['public_namespace']})")
         return 0
+
+
+def _public(state_dir: Path) -> dict:
+    """The box's public network, when it runs one: its range and the namespace standing for the
+    outside world, from which load balancers' VIPs are reached."""
+    from teapot.net.public import PublicNetwork, PublicNetworkError
+
+    try:
+        net = PublicNetwork.load(state_dir)
+    except PublicNetworkError:
+        return {}
+    return {"public_cidr": net.cidr, "public_namespace": net.namespace}

@@ -55,11 +55,22 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
         reconcilers.append(NetworkReconciler(sm, list, owner, timing, registry))
     reconcilers.append(ClusterReconciler(sm, fernet, owner, timing, management,
                                          conf.clusters.readiness, networks=n.enabled,
+                                         loadbalancers=_loadbalancers(conf),
                                          default_subnet=nsm.Subnet.parse(
                                              n.default_cidr,
                                              dns_nameservers=n.default_dns_nameservers),
                                          identity=_identity(conf), block=_block(conf)))
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
+
+
+def _loadbalancers(conf: cfg.ConfigOpts):
+    if conf.loadbalancer.driver == "box":
+        from teapot.drivers.loadbalancer.box import BoxLoadBalancers
+
+        if not conf.loadbalancer.box_state_dir:
+            raise SystemExit("[loadbalancer] driver box needs [loadbalancer] box_state_dir")
+        return BoxLoadBalancers(conf.loadbalancer.box_state_dir)
+    return None
 
 
 def _service_session(conf: cfg.ConfigOpts):

@@ -55,8 +55,11 @@ class ClusterReconciler:
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
                  management=None, readiness: str = "kubernetes", networks: bool = False,
-                 identity=None, block=None, default_subnet: nsm.Subnet | None = None):
+                 identity=None, block=None, default_subnet: nsm.Subnet | None = None,
+                 loadbalancers=None):
         self.sm, self.fernet, self.owner, self.timing = sm, fernet, owner, timing
+        # a drivers.loadbalancer LoadBalancers: each cluster's API endpoint, when the cloud has one
+        self.loadbalancers = loadbalancers
         self.default_subnet = default_subnet  # of networks made before subnets were
         self.block = block  # a drivers.block.CephUsers: the project's Ceph user for volumes
         self.identity = identity  # a drivers.identity.KeystoneCredentials: storage credentials
@@ -91,8 +94,17 @@ class ClusterReconciler:
         def on_network(h: Host) -> bool:
             return vlan is None or inventory.host_port(h.spec) is None or h.port_vlan == vlan
 
+        endpoint = row.attrs.get("endpoint") or {}
+        wanted = self.loadbalancers is not None and vlan is not None
+        role_of = {g.name: g.role for g in groups}
+        allocated = adb.of_hosts(session, [h.uuid for h in hosts
+                                           if role_of.get(h.nodegroup) == csm.ROLE_MASTER])
+        masters = sorted(allocated.values(), key=_ip_key)
         view = csm.ClusterView(
             **credential_fields(row.attrs),
+            endpoint_wanted=wanted, endpoint_held=bool(endpoint),
+            endpoint_ready=bool(endpoint) and endpoint.get("members") == masters
+            and self.loadbalancers is not None and self.loadbalancers.pid(endpoint["name"]) is not None,
             status=row.status, deleting=row.deleting,
             nodegroups=tuple(csm.NodeGroupView(g.name, g.role, g.node_count, g.flavor_id,
                                                tuple(g.nodes_to_remove or ())) for g in groups),
@@ -123,6 +135,10 @@ class ClusterReconciler:
             return False
         if isinstance(step, csm.MakeCredentials):
             return self._make_credentials(row, step, generation)
+        if isinstance(step, csm.EnsureEndpoint):
+            return self._ensure_endpoint(row, groups, hosts, generation)
+        if isinstance(step, csm.RemoveEndpoint):
+            return self._remove_endpoint(row, generation)
         if isinstance(step, csm.PushCredentials):
             return self._push_credentials(row, groups, hosts, step, generation)
         if isinstance(step, csm.DeleteCredentials):
@@ -347,7 +363,7 @@ class ClusterReconciler:
                 manifest = self._addons(row)
                 with workload.admin_client(ca, "teapot-credentials") as client:
                     pushed = workload.push_secrets(
-                        client, f"https://{self._masters(groups, hosts)[0]}:6443", manifest)
+                        client, self._api_address(row, groups, hosts), manifest)
             except (IdentityError, workload.PushError) as e:
                 return self._credential_failed(
                     row, generation, IdentityError(f"pushing into the cluster: {e}"))
@@ -435,7 +451,9 @@ class ClusterReconciler:
         configs = self._addresses(row, ordered)
         address = {h.name: configs[h.name][0] if h.name in configs else host_address(h)
                    for h in ordered}
-        endpoint = f"{address[masters[0].name]}:6443" if masters else ""
+        made = row.attrs.get("endpoint") or {}
+        endpoint = f"{made['tenant']}:6443" if made else \
+            f"{address[masters[0].name]}:6443" if masters else ""
         addons = self._addons(row) if "init" in [roles[n] for n in names] else ""
         for host in hosts:
             if host.name not in names:
@@ -445,9 +463,88 @@ class ClusterReconciler:
                 cluster_name=row.name, node_name=host.name, role=roles[host.name],
                 kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
                 api_endpoint=endpoint, ca=ca, bootstrap_token=secrets["bootstrap_token"],
-                certificate_key=secrets["certificate_key"])
+                certificate_key=secrets["certificate_key"],
+                cert_sans=(made["public"],) if made else ())
             self._set_hosts((host.name,), image=image, user_data=kubeadm.user_data(node),
                             network_data=configs.get(host.name, (None, None))[1])
+
+    # -- the API endpoint -------------------------------------------------------------------------
+    def _ensure_endpoint(self, row: Cluster, groups, hosts, generation: int) -> bool:
+        """The cluster's endpoint: an address on its network and one on the public network, and
+        a load balancer between them and the masters' API servers (port 6443)."""
+        from teapot.drivers.loadbalancer.base import Listener, LoadBalancerError, Spec
+
+        role_of = {g.name: g.role for g in groups}
+        ordered = sorted(hosts, key=lambda h: (role_of.get(h.nodegroup) != csm.ROLE_MASTER, h.name))
+        try:
+            configs = self._addresses(row, ordered)
+            with self.sm.begin() as session:
+                net = session.scalars(select(Network).where(Network.uuid == row.network_uuid)).one()
+                subnet = ndb.subnet_of(net, self.default_subnet)
+                tenant = adb.allocate(session, net.uuid, subnet, adb.ENDPOINT, row.uuid, row.uuid)
+                public = adb.allocate(session, adb.PUBLIC, self._public_subnet(), adb.ENDPOINT,
+                                      row.uuid, row.uuid)
+                vlan = net.vlan_id
+        except adb.NoFreeAddress as e:
+            return self._settle(row, groups, hosts, csm.Settle(
+                csm.FAILED.get(row.status, csm.CREATE_FAILED), f"no address for its endpoint: {e}",
+                False), generation)
+        members = sorted((configs[h.name][0] for h in ordered
+                          if role_of.get(h.nodegroup) == csm.ROLE_MASTER and h.name in configs),
+                         key=_ip_key)
+        name = f"c{row.id}"
+        spec = Spec(name=name, vlan=vlan, tenant_address=f"{tenant}/{subnet.prefixlen}",
+                    public_address=public, listeners=(Listener(6443, 6443),),
+                    members=tuple(members))
+        try:
+            self.loadbalancers.ensure(spec)
+        except LoadBalancerError as e:
+            LOG.warning("cluster %s: endpoint: %s", row.name, e)
+            return self._save(row.id, generation, delay=self.timing.busy * 4,
+                              reason=f"endpoint: {e}; retrying")
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            current.attrs = {**current.attrs, "endpoint": {
+                "name": name, "tenant": tenant, "public": public, "members": members}}
+        LOG.info("cluster %s: endpoint %s:6443 (public %s) to %s", row.name, tenant, public,
+                 ", ".join(members))
+        return self._save(row.id, generation, delay=0.0, reason="endpoint ready")
+
+    def _remove_endpoint(self, row: Cluster, generation: int) -> bool:
+        from teapot.drivers.loadbalancer.base import LoadBalancerError
+
+        endpoint = row.attrs.get("endpoint") or {}
+        try:
+            if self.loadbalancers is not None and endpoint:
+                self.loadbalancers.remove(endpoint["name"])
+        except LoadBalancerError as e:
+            return self._save(row.id, generation, delay=self.timing.busy * 4,
+                              reason=f"endpoint: {e}; retrying")
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            adb.release_cluster(session, row.uuid)
+            current.attrs = {**current.attrs, "endpoint": None}
+        return self._save(row.id, generation, delay=0.0)
+
+    def _public_subnet(self) -> nsm.Subnet:
+        import ipaddress
+
+        net = ipaddress.IPv4Network(self.loadbalancers.public_cidr())
+        return nsm.Subnet.parse(str(net), allocation_pool={"start": str(net[10]),
+                                                           "end": str(net[-2])})
+
+    def _api_address(self, row: Cluster, groups, hosts) -> str:
+        """https://host:6443 where Teapot and the cluster's users reach its API server: the
+        endpoint's public address, else the first master."""
+        endpoint = row.attrs.get("endpoint") or {}
+        if endpoint:
+            return f"https://{endpoint['public']}:6443"
+        masters = self._masters(groups, hosts)
+        return f"https://{masters[0]}:6443" if masters else ""
 
     def _addresses(self, row: Cluster, ordered: list[Host]) -> dict[str, tuple[str, dict]]:
         """Host name → (its address on the cluster's network, its network_data), allocated now
@@ -474,9 +571,8 @@ class ClusterReconciler:
         if self.readiness == "kubernetes":
             from teapot.drivers.bootstrap import readiness
 
-            masters = self._masters(groups, hosts)
             ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
-            ok, why = readiness.check(ca, f"https://{masters[0]}:6443", step.nodes)
+            ok, why = readiness.check(ca, self._api_address(row, groups, hosts), step.nodes)
             if not ok:
                 timeout = 60 * (row.attrs.get("create_timeout") or 60)
                 if time.time() - (row.updated_at or row.created_at) > timeout:
@@ -521,7 +617,7 @@ class ClusterReconciler:
             attrs = dict(current.attrs)
             if step.healthy:
                 attrs.update(master_addresses=masters, node_addresses=workers,
-                             api_address=f"https://{masters[0]}:6443" if masters else None,
+                             api_address=self._api_address(current, groups, hosts) or None,
                              health_status="HEALTHY", health_status_reason={})
             else:
                 attrs.update(health_status="UNHEALTHY", faults={"reason": step.reason})
@@ -559,6 +655,10 @@ def credential_fields(attrs: dict) -> dict:
             "credentials_held": bool(made or kinds) and not attrs.get("credentials_swept"),
             "stale_credentials": bool(attrs.get("stale_credentials")),
             "credential_pushed": attrs.get("pushed_rotation", 0)}
+
+
+def _ip_key(address: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in address.split("."))
 
 
 def hosts_missing(view: csm.ClusterView) -> bool:

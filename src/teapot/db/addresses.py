@@ -17,6 +17,7 @@ from teapot.resources import network as nsm
 
 HOST = "host"
 ENDPOINT = "endpoint"
+PUBLIC = "public"  # the network of public addresses (load balancers' VIPs)
 ATTEMPTS = 8
 
 

@@ -39,8 +39,11 @@ from teapot.deploy.targets.local import (
     log_tail,
     open_log,
 )
+from teapot.drivers.loadbalancer.box import BoxLoadBalancers
 from teapot.net import fabric as fabric_mod
+from teapot.net import public as public_mod
 from teapot.net.fabric import Fabric, FabricError
+from teapot.net.public import PublicNetwork, PublicNetworkError
 
 DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teapot-api": 9511,
                  "teapot-conductor": 9512}
@@ -93,13 +96,16 @@ class Box:
                                                      "storage": self.storage}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
                                 settings={"profile": "box", "hosts": self.hosts, "switch": switch,
+                                          "state_dir": str(self.state_dir),
                                           "storage": self.storage,
+                                          "public_cidr": saved.get("public_cidr"),
                                           "mariadb": (["neutron"] if self.neutron else [])
                                           + (STORAGE_DATABASES if self.storage else [])})
         self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
         self.supervisor: Supervisor | None = None
         self.fabric: Fabric | None = None
+        self.public: PublicNetwork | None = None
         self._fabric_started: Future | None = None
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -203,14 +209,38 @@ class Box:
                 emulated = sushy_emulator.emulated_hosts(self.hosts)
                 fabric.add_hosts([h["name"] for h in emulated], {h["name"]: h["mac"] for h in emulated})
             fabric.add_trunk()
-        except (FabricError, ValueError, KeyError, TypeError) as e:
+            self.public = PublicNetwork(self.state_dir, self.switch_prefix,
+                                        self.ctx.settings["public_cidr"]).start()
+        except (FabricError, PublicNetworkError, ValueError, KeyError, TypeError) as e:
             raise DeployError(f"switch: {e}") from None
         switches = [{"name": fabric.name, "macAddress": fabric.mac,
                      "device": fabric.device_config()}]
         write_private(self.switches_file, yaml.safe_dump(switches, sort_keys=False))
         self.say(f"switch {fabric.name} running in namespace {fabric.switch_namespace}: "
-                 f"{len(fabric.hosts)} hosts cabled, on the idle VLAN {fabric.vlans.idle}")
+                 f"{len(fabric.hosts)} hosts cabled, on the idle VLAN {fabric.vlans.idle}; "
+                 f"public network {self.public.cidr} (the outside world: namespace "
+                 f"{self.public.namespace})")
         return fabric
+
+    def choose_public(self) -> None:
+        """The public network's range: the one this state directory used, or the first private
+        range that no route of this machine overlaps (what a former run left is removed first,
+        load balancers included)."""
+        self._stop_public()
+        try:
+            cidr = public_mod.choose_cidr(self.ctx.settings.get("public_cidr"))
+        except PublicNetworkError as e:
+            raise DeployError(f"public network: {e}") from None
+        self.ctx.settings["public_cidr"] = cidr
+        settings_file = self.state_dir / "box.yaml"
+        saved = yaml.safe_load(settings_file.read_text())
+        write_private(settings_file, yaml.safe_dump({**saved, "public_cidr": cidr}))
+
+    def _stop_public(self) -> None:
+        BoxLoadBalancers(self.state_dir).remove_all()
+        if (self.state_dir / "public" / public_mod.STATE_FILE).exists():
+            PublicNetwork.load(self.state_dir).stop()
+        self.public = None
 
     def _wait_fabric(self) -> Fabric | None:
         return self._fabric_started.result() if self._fabric_started else None
@@ -221,6 +251,7 @@ class Box:
                 self._fabric_started.result()  # never stop a switch while it starts
             except Exception:  # noqa: BLE001 - reported by start(); whatever it left is stopped
                 pass
+        self._stop_public()
         if self.fabric is not None:
             self.fabric.stop()
             self.fabric = None
@@ -320,6 +351,7 @@ class Box:
         if self.switch:
             # The switch starts beside everything else; the conductor and enrollment wait for it.
             self.check_switch()
+            self.choose_public()
             switch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="switch")
             self._fabric_started = switch.submit(self.start_fabric)
             switch.shutdown(wait=False)

@@ -68,6 +68,12 @@ class ClusterView:
     credentials_held: bool = False
     stale_credentials: bool = False
     credential_pushed: int = 0
+    # The cluster's API endpoint (a load balancer on its tenant network and the public one):
+    # wanted when the cloud runs load balancers and the cluster has a tenant network; ready when
+    # it runs and sends to the current masters; held while any of it exists.
+    endpoint_wanted: bool = False
+    endpoint_ready: bool = False
+    endpoint_held: bool = False
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -138,12 +144,23 @@ class DeleteCredentials:
 
 
 @dataclass(frozen=True)
+class EnsureEndpoint:
+    """Addresses for the hosts and the endpoint, and the endpoint's load balancer sending to the
+    masters (made, or restored when its data plane died)."""
+
+
+@dataclass(frozen=True)
+class RemoveEndpoint:
+    pass
+
+
+@dataclass(frozen=True)
 class Gone:
     pass
 
 
 Step = (Claim | Provision | Deprovision | Release | Wait | Verify | Settle | MakeCredentials
-        | PushCredentials | DeleteCredentials | Gone)
+        | PushCredentials | DeleteCredentials | EnsureEndpoint | RemoveEndpoint | Gone)
 
 
 def _credentials(view: ClusterView) -> Step | None:
@@ -197,16 +214,18 @@ def _give_back(hosts: list[HostView]) -> Step | None:
 
 def plan(view: ClusterView) -> Step:
     groups = _by_group(view)
+    endpoint_gone = RemoveEndpoint() if view.endpoint_held else None
     if view.deleting:
         gone = DeleteCredentials() if view.credentials_held or view.stale_credentials else Gone()
-        return _give_back(list(view.hosts)) or gone
+        return _give_back(list(view.hosts)) or endpoint_gone or gone
     if view.status in (CREATE_FAILED,):
-        return _give_back(list(view.hosts)) or Wait("failed; holds no hosts")
+        return _give_back(list(view.hosts)) or endpoint_gone or Wait("failed; holds no hosts")
     credentials = _credentials(view)
     if credentials is not None:
         return credentials
+    endpoint = EnsureEndpoint() if view.endpoint_wanted and not view.endpoint_ready else None
     if view.status not in IN_PROGRESS:
-        return Wait("settled")
+        return (endpoint if view.hosts else None) or Wait("settled")
 
     surplus = _surplus(view, groups)
     if surplus:
@@ -219,6 +238,8 @@ def plan(view: ClusterView) -> Step:
     if failing:
         h = failing[0]
         return Settle(FAILED[view.status], f"host {h.name} failed: {h.error_message}", healthy=False)
+    if endpoint is not None:  # the hosts' user data names it
+        return endpoint
     unprovisioned = tuple(h.name for h in view.hosts if not h.has_image)
     if unprovisioned:
         return Provision(unprovisioned)

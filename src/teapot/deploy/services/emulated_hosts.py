@@ -14,7 +14,7 @@ NAME = "teapot-hosts"
 def _command(ctx: Context) -> list[str]:
     ironic_db = ctx.database_url("ironic").removeprefix("sqlite:///")
     return [sys.executable, "-m", "teapot.emulated.agent",
-            "--box-state", str(ctx.state_dir),  # type: ignore[attr-defined] - local target only
+            "--box-state", str(ctx.settings["state_dir"]),
             "--ironic-database", ironic_db, "--data", ctx.data_path(NAME, "")]
 
 

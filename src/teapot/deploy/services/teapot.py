@@ -52,6 +52,23 @@ def _network(ctx: Context) -> dict:
     }
 
 
+def _readiness(ctx: Context) -> str:
+    """A box's clusters are complete when their Kubernetes is: its emulated hosts run it, behind
+    an endpoint on the box's public network. Without a switch (no hosts to run it, no network),
+    or before `make install` built Kubernetes, once their hosts are provisioned."""
+    from teapot import releases
+
+    return "kubernetes" if ctx.settings.get("switch") and releases.built() else "provisioned"
+
+
+def _loadbalancer(ctx: Context) -> dict:
+    """Clusters' API endpoints: HAProxy in namespaces cabled to the box's switch and public
+    network."""
+    if not ctx.settings.get("switch"):
+        return {}
+    return {"driver": "box", "box_state_dir": str(ctx.settings["state_dir"])}
+
+
 def _block(ctx: Context) -> dict:
     """Volume attachments on the box's Ceph: Teapot manages per-project users as client.teapot."""
     from teapot.deploy.services import ceph
@@ -81,10 +98,10 @@ def teapot_conf(ctx: Context) -> str:
             # fake deploy interface and controls power over Redfish.
             "emulated_deploy": box,
         },
-        # Emulated hosts run no Kubernetes: their clusters are ready once provisioned.
-        "clusters": {"readiness": "provisioned" if box else "kubernetes"},
+        "clusters": {"readiness": _readiness(ctx) if box else "kubernetes"},
         "secrets": {"key_file": _key_file(ctx)},
         "network": _network(ctx) if box else {},
+        "loadbalancer": _loadbalancer(ctx) if box else {},
         "block": _block(ctx) if box and ctx.settings.get("storage") else {},
     })
 

@@ -67,6 +67,9 @@ class NodeConfig:
     # Kubernetes objects (one YAML stream) the first control-plane host applies once the cluster
     # is up: the cluster's storage add-ons. They hold its credentials: only "init" gets them.
     addons: str = field(default="", repr=False)
+    # Further names and addresses the API server's certificate carries (a public VIP in front of
+    # the control-plane endpoint).
+    cert_sans: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -106,6 +109,7 @@ class NodeConfig:
         if isinstance(self.ssh_authorized_keys, str):
             raise TypeError("ssh_authorized_keys is a sequence of keys, not one string")
         object.__setattr__(self, "ssh_authorized_keys", tuple(self.ssh_authorized_keys))
+        object.__setattr__(self, "cert_sans", tuple(self.cert_sans))
 
 
 def kubeadm_documents(node: NodeConfig) -> list[dict[str, Any]]:
@@ -139,6 +143,7 @@ def kubeadm_documents(node: NodeConfig) -> list[dict[str, Any]]:
                     "podSubnet": node.pod_cidr,
                     "serviceSubnet": node.service_cidr,
                 },
+                **({"apiServer": {"certSANs": list(node.cert_sans)}} if node.cert_sans else {}),
             },
         ]
     join: dict[str, Any] = {
