@@ -55,15 +55,17 @@ class Cluster:
         except NotFoundError:
             return None
 
-    def apply(self, obj: dict) -> dict:
-        """Server-side apply with Teapot as the field manager."""
+    def apply(self, obj: dict, dry_run: bool = False) -> dict:
+        """Server-side apply with Teapot as the field manager. With `dry_run`, the server only
+        says what the object would become (or refuses it), and stores nothing."""
         resource = self._resource(obj["apiVersion"], obj["kind"])
         if resource is None:
             raise RuntimeError(f"the cluster does not serve {obj['apiVersion']} {obj['kind']} "
                                "(is the CRD installed?)")
         return resource.server_side_apply(
             body=obj, name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER, force_conflicts=True).to_dict()
+            field_manager=FIELD_MANAGER, force_conflicts=True,
+            dry_run="All" if dry_run else None).to_dict()
 
     def delete(self, obj: dict) -> None:
         from kubernetes.dynamic.exceptions import NotFoundError

@@ -69,7 +69,7 @@ def template(users):
         pass
 
 
-def _wait_status(client, uuid: str, *statuses: str, timeout: float = 120) -> object:
+def _wait_status(client, uuid: str, *statuses: str, timeout: float = 300) -> object:
     return wait_for(lambda: (c := client.clusters.get(uuid)).status in statuses and c,
                     timeout=timeout, interval=0.5, what=f"cluster {uuid} in {statuses}")
 
@@ -386,7 +386,7 @@ def test_openstack_coe_commands(box, tmp_path):
     coe("cluster", "create", "cli", "--cluster-template", "k8s-cli", "--node-count", "2")
     try:
         wait_for(lambda: json.loads(coe("cluster", "show", "cli", "-f", "json").stdout)["status"]
-                 == "CREATE_COMPLETE", timeout=120, what="cli cluster complete")
+                 == "CREATE_COMPLETE", timeout=300, what="cli cluster complete")
         listed = json.loads(coe("cluster", "list", "-f", "json").stdout)
         assert any(c["name"] == "cli" and c["status"] == "CREATE_COMPLETE" for c in listed)
         out = coe("cluster", "config", "cli", "--dir", str(tmp_path), "--force").stdout

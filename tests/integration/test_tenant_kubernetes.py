@@ -1,15 +1,18 @@
 """Real Kubernetes in the box's clusters: two projects each create a 1-master, 1-worker cluster; the
 emulated hosts act on what Ironic deployed them with (network data, then cloud-init running the
-real kubeadm; a stand-in kubelet does the TLS bootstrap and reports the Node). A member's
-`openstack coe cluster config` kubeconfig then works with kubectl from the tenant network: both
-Nodes Ready with the hosts' names, the server at the template's kube_tag, a ConfigMap round-trips;
-a certificate signed by the other cluster's CA is refused; the other project cannot get this
-cluster's certificates; a stopped worker turns NotReady; deleting the clusters leaves no process
-and no file on their hosts."""
+real kubeadm; a stand-in kubelet does the TLS bootstrap and reports the Node), and the cluster is
+CREATE_COMPLETE once its API server answers at its endpoint with both Nodes Ready. A member's
+`openstack coe cluster config` kubeconfig then works unchanged with kubectl on this machine,
+through the endpoint's public address: both Nodes Ready with the hosts' names, the server at the
+template's kube_tag, a ConfigMap round-trips; the endpoint also answers on the tenant network and
+from the box's outside world, and comes back when its HAProxy is killed; a certificate signed by
+the other cluster's CA is refused; the other project cannot get this cluster's certificates; a
+stopped worker turns NotReady; deleting the clusters leaves no process, file or load balancer."""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import signal
@@ -72,6 +75,7 @@ def clusters(box, apis, tmp_path_factory):
             shown = _complete(apis[who], c["uuid"])
             c["hosts"] = _hosts_of(apis, c["uuid"])
             c["master"] = shown["master_addresses"][0]
+            c["api_address"] = shown["api_address"]
             c["addresses"] = {h: apis["admin"]("GET", f"/v1/hosts/{h}")["network"]["address"]
                               for h in c["hosts"]}
             c["worker"] = next(h for h, a in c["addresses"].items() if a != c["master"])
@@ -92,19 +96,25 @@ def clusters(box, apis, tmp_path_factory):
                      timeout=300, interval=2, what=f"cluster {c['uuid']} deleted")
 
 
-def kubectl(fabric: Fabric, host: str, kubeconfig: Path, *args: str,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """kubectl from a host of the tenant network (where the cluster's API is reached)."""
-    proc = fabric.exec_in(host, KUBECTL, "--kubeconfig", str(kubeconfig), "--request-timeout=10s",
-                          *args, timeout=60)
+def _status(box) -> dict:
+    """`teapot status -f json` of the box."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "teapot"), "status", "--state-dir",
+                           str(box.state_dir), "-f", "json"], capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout)
+
+
+def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """kubectl on this machine, as a user runs it."""
+    proc = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), "--request-timeout=10s",
+                           *args], capture_output=True, text=True, timeout=60)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def _nodes(fabric: Fabric, c: dict) -> dict[str, str]:
-    proc = kubectl(fabric, c["worker"], c["kubeconfig"], "get", "nodes", "-o", "json",
-                   check=False)
+def _nodes(c: dict) -> dict[str, str]:
+    proc = kubectl(c["kubeconfig"], "get", "nodes", "-o", "json", check=False)
     if proc.returncode != 0:
         return {}
     out = {}
@@ -114,28 +124,25 @@ def _nodes(fabric: Fabric, c: dict) -> dict[str, str]:
     return out
 
 
-def test_both_nodes_join_ready_with_the_hosts_names(clusters):
-    fabric = clusters["fabric"]
+def test_complete_means_both_nodes_ready_with_the_hosts_names(clusters):
     for who in ("demo", "rival"):
         c = clusters[who]
-        nodes = wait_for(lambda c=c: (n := _nodes(fabric, c)) and set(n.values()) == {"True"}
-                         and len(n) == 2 and n, timeout=300, interval=3,
-                         what=f"{who}'s nodes Ready")
-        assert sorted(nodes) == sorted(c["hosts"])
+        nodes = _nodes(c)
+        assert sorted(nodes) == sorted(c["hosts"]) and set(nodes.values()) == {"True"}, nodes
 
 
-def test_the_kubeconfig_reaches_the_clusters_own_api_server_at_its_kube_tag(clusters):
+def test_the_kubeconfig_reaches_the_clusters_own_api_server_at_its_kube_tag(box, clusters):
     fabric, c = clusters["fabric"], clusters["demo"]
     config = yaml.safe_load(c["kubeconfig"].read_text())
-    assert config["clusters"][0]["cluster"]["server"] == f"https://{c['master']}:6443"
-    version = json.loads(kubectl(fabric, c["worker"], c["kubeconfig"], "version", "-o",
-                                 "json").stdout)
+    server = config["clusters"][0]["cluster"]["server"]
+    assert server == c["api_address"]
+    public = ipaddress.ip_network(_status(box)["public_cidr"])
+    assert ipaddress.ip_address(server.split("//")[1].split(":")[0]) in public
+    version = json.loads(kubectl(c["kubeconfig"], "version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == VERSION
     name = "teapot-round-trip"
-    kubectl(fabric, c["worker"], c["kubeconfig"], "create", "configmap", name,
-            "--from-literal=answer=42")
-    got = json.loads(kubectl(fabric, c["worker"], c["kubeconfig"], "get", "configmap", name,
-                             "-o", "json").stdout)
+    kubectl(c["kubeconfig"], "create", "configmap", name, "--from-literal=answer=42")
+    got = json.loads(kubectl(c["kubeconfig"], "get", "configmap", name, "-o", "json").stdout)
     assert got["data"] == {"answer": "42"}
     # every host runs what its own user data asked for, at the address it was handed
     for host, address in c["addresses"].items():
@@ -143,8 +150,47 @@ def test_the_kubeconfig_reaches_the_clusters_own_api_server_at_its_kube_tag(clus
         assert f"{address}/24" in carried
 
 
+def test_the_endpoint_answers_inside_and_outside_and_survives_its_haproxy(box, clusters):
+    """Nodes reach the API at the endpoint's tenant address (kubeadm's controlPlaneEndpoint), the
+    outside world at its public one; kill the endpoint's HAProxy and the conductor restores it."""
+    fabric, c = clusters["fabric"], clusters["demo"]
+    public = c["api_address"].split("//")[1].split(":")[0]
+    master = next(h for h, a in c["addresses"].items() if a == c["master"])
+    handed = yaml.safe_load_all((box.state_dir / "data" / "teapot-hosts" / "disks" / master
+                                 / "etc/kubernetes/kubeadm.yaml").read_text())
+    config = next(d for d in handed if d["kind"] == "ClusterConfiguration")
+    tenant, port = config["controlPlaneEndpoint"].split(":")
+    assert port == "6443" and tenant not in c["addresses"].values()
+    assert config["apiServer"]["certSANs"] == [public]
+    assert fabric.exec_in(c["worker"], "curl", "-sk", "--max-time", "5",
+                          f"https://{tenant}:6443/livez").stdout == "ok"
+    outside = _status(box)["public_namespace"]
+    got = subprocess.run(["ip", "netns", "exec", outside, "curl", "-sk", "--max-time", "5",
+                          f"https://{public}:6443/livez"], capture_output=True, text=True)
+    assert got.stdout == "ok", got
+    pidfile = _load_balancer(box, public) / "haproxy.pid"
+    old = int(pidfile.read_text().split()[0])
+    os.kill(old, signal.SIGTERM)
+    wait_for(lambda: kubectl(c["kubeconfig"], "get", "--raw", "/livez", check=False).returncode
+             != 0, timeout=10, interval=0.2, what="the endpoint down")
+    wait_for(lambda: kubectl(c["kubeconfig"], "get", "--raw", "/livez", check=False).stdout
+             == "ok", timeout=180, interval=2, what="the endpoint restored by the conductor")
+    assert int(pidfile.read_text().split()[0]) != old
+
+
+def _load_balancer(box, public: str) -> Path:
+    """The folder of the load balancer whose public leg holds `public`."""
+    for folder in (box.state_dir / "loadbalancers").iterdir():
+        ns = json.loads((folder / "record.json").read_text())["namespace"]
+        legs = subprocess.run(["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "pub0"],
+                              capture_output=True, text=True).stdout
+        if f" {public}/" in legs:
+            return folder
+    raise AssertionError(f"no load balancer holds {public}")
+
+
 def test_a_certificate_of_another_clusters_ca_is_refused(clusters, tmp_path):
-    fabric, demo, rival = clusters["fabric"], clusters["demo"], clusters["rival"]
+    demo, rival = clusters["demo"], clusters["rival"]
     mine = yaml.safe_load(demo["kubeconfig"].read_text())
     theirs = yaml.safe_load(rival["kubeconfig"].read_text())
     mixed = dict(mine)
@@ -153,10 +199,10 @@ def test_a_certificate_of_another_clusters_ca_is_refused(clusters, tmp_path):
                          for ctx in mine["contexts"]]
     path = tmp_path / "mixed"
     path.write_text(yaml.safe_dump(mixed))
-    refused = kubectl(fabric, demo["worker"], path, "get", "nodes", check=False)
+    refused = kubectl(path, "get", "nodes", check=False)
     assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
     # and the same certificate works on its own cluster
-    assert kubectl(fabric, rival["worker"], rival["kubeconfig"], "get", "nodes").returncode == 0
+    assert kubectl(rival["kubeconfig"], "get", "nodes").returncode == 0
 
 
 def test_another_project_gets_neither_certificates_nor_a_kubeconfig(clusters, apis):
@@ -178,7 +224,6 @@ def test_a_stopped_worker_turns_not_ready_and_back(clusters):
     expire and marks the Node NotReady; the host resumes and the Node is Ready again."""
     fabric, c = clusters["fabric"], clusters["rival"]
     worker_host = c["worker"]
-    master_host = next(h for h in c["hosts"] if h != worker_host)
     pids = [int(p) for p in subprocess.run(["ip", "netns", "pids",
                                             fabric.host(worker_host).namespace],
                                            capture_output=True, text=True).stdout.split()]
@@ -187,7 +232,7 @@ def test_a_stopped_worker_turns_not_ready_and_back(clusters):
         os.kill(pid, signal.SIGSTOP)
     try:
         def status() -> str | None:
-            proc = kubectl(fabric, master_host, c["kubeconfig"], "get", "node", worker_host,
+            proc = kubectl(c["kubeconfig"], "get", "node", worker_host,
                            "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
                            check=False)
             return proc.stdout.strip() if proc.returncode == 0 else None
@@ -222,3 +267,5 @@ def test_deleted_clusters_leave_no_process_and_no_file(box, clusters, apis):
                 return False
         return True
     wait_for(bare, timeout=300, interval=2, what="the clusters' hosts bare")
+    wait_for(lambda: not any((box.state_dir / "loadbalancers").iterdir()), timeout=120,
+             what="the clusters' load balancers gone")

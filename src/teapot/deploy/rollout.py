@@ -58,11 +58,86 @@ def check_dependencies(cfg: dict) -> None:
                 f"{service.name} needs {dep}: enable services.{owner.get(dep, dep)}{hint}")
 
 
+def namespace_object(cfg: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cfg["namespace"]}}
+
+
 def compute_plan(cfg: dict, cluster: kube.Cluster) -> tuple[list[Unit], list[plan.Change]]:
+    """What apply would do. Updates are the API server's own answer (a dry run of each)."""
     units = desired(cfg, cluster)
     objects = [o for u in units for o in u.objects]
     selector = f"{MANAGED_BY}=teapot,{PART_OF}={cfg['name']}"
-    return units, plan.plan(objects, cluster.owned(cfg["namespace"], selector))
+    live = cluster.owned(cfg["namespace"], selector)
+    changes = []
+    if cluster.get(namespace_object(cfg)) is None:
+        changes.append(plan.Change("create", "Namespace", cfg["namespace"],
+                                   obj=namespace_object(cfg)))
+    live_by_key = {(o["kind"], o["metadata"]["name"]): o for o in live}
+    for change in plan.plan(objects, live):
+        if change.action == "update":
+            change = _as_the_server_decides(cluster, change, live_by_key[(change.kind, change.name)])
+            if change is None:
+                continue
+        changes.append(change)
+    return units, changes
+
+
+# A Job's pod template cannot change in place (the API server refuses it): such a Job is
+# deleted and created again, which runs it again.
+REPLACED = "replaced: a Job's pod template cannot change in place"
+# Metadata the API server keeps for itself: a dry run may differ there when nothing else changes.
+_BOOKKEEPING = ("managedFields", "resourceVersion", "generation")
+
+
+def _as_the_server_decides(cluster: kube.Cluster, change: plan.Change,
+                           live: dict) -> plan.Change | None:
+    """An update as the API server sees it, asked with a dry run of the apply.
+
+    None when it would store nothing new: it omits empty lists and maps and writes quantities its
+    own way, so a difference seen here may be none there. Otherwise the fields it would change. A
+    Job it refuses to change is to be replaced (REPLACED); any other refusal (e.g. a
+    StatefulSet's volumeClaimTemplates) stops the plan, before anything is touched."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        after = cluster.apply(change.obj, dry_run=True)
+    except ApiException as e:
+        if e.status != 422:
+            raise
+        if change.kind == "Job":
+            fields = plan.changed_fields(_stored(_without_empty(change.obj)), _stored(live))
+            return plan.Change("update", change.kind, change.name, [*fields, REPLACED], change.obj)
+        raise RuntimeError(f"{change.kind}/{change.name} cannot be changed in place, the API "
+                           f"server refuses it: {_message(e)}") from None
+    before, after = _stored(live), _stored(after)
+    fields = sorted(set(plan.changed_fields(after, before)) | set(plan.changed_fields(before, after)))
+    return plan.Change("update", change.kind, change.name, fields, change.obj) if fields else None
+
+
+def _stored(obj: dict) -> dict:
+    """What an apply can change: no status, no bookkeeping."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _BOOKKEEPING}
+    out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+    return {**out, "metadata": meta}
+
+
+def _without_empty(value):
+    """`value` as stored: no None, no empty list or map."""
+    if isinstance(value, dict):
+        value = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in value.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
+
+
+def _message(e) -> str:
+    import json
+
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
 
 
 def wait_ready(cluster: kube.Cluster, obj: dict, say: Say, timeout: float) -> None:
@@ -87,12 +162,21 @@ def apply(cfg: dict, cluster: kube.Cluster, say: Say, wait: bool = True,
           timeout: float = 900.0) -> list[plan.Change]:
     units, changes = compute_plan(cfg, cluster)
     pending = {(c.kind, c.name) for c in changes if c.action in ("create", "update")}
+    replaced = {(c.kind, c.name) for c in changes if REPLACED in c.fields}
+    for change in changes:
+        if change.kind == "Namespace":
+            say(f"namespace {change.name}: creating")
+            cluster.apply(change.obj)
     for unit in units:
         todo = [o for o in unit.objects if (o["kind"], o["metadata"]["name"]) in pending]
         if not todo:
             continue
         say(f"{unit.service}: applying {len(todo)} object(s)")
         for obj in todo:
+            if (obj["kind"], obj["metadata"]["name"]) in replaced:
+                say(f"  replacing {obj['kind']}/{obj['metadata']['name']}: its pod template "
+                    "cannot change in place")
+                _delete(cluster, obj, timeout)
             cluster.apply(obj)
             if wait and obj["kind"] in ("Job", "Deployment", "StatefulSet", "DaemonSet"):
                 wait_ready(cluster, obj, say, timeout)
@@ -102,6 +186,17 @@ def apply(cfg: dict, cluster: kube.Cluster, say: Say, wait: bool = True,
             say(f"pruning {change.kind}/{change.name}")
             cluster.delete(change.obj)
     return changes
+
+
+def _delete(cluster: kube.Cluster, obj: dict, timeout: float) -> None:
+    """Delete and wait until it is gone (a finalizer may hold it a while)."""
+    cluster.delete(obj)
+    deadline = time.monotonic() + timeout
+    while cluster.get(obj) is not None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{obj['kind']}/{obj['metadata']['name']} still there "
+                               f"{timeout:.0f} s after its deletion")
+        time.sleep(0.5)
 
 
 def status(cfg: dict, cluster: kube.Cluster) -> list[tuple[str, str, bool, str]]:
