@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from teapot.resources import cluster as csm
@@ -311,3 +313,45 @@ def test_capi_ready_settles_complete(status, complete):
 def test_capi_not_ready_waits(status):
     step = csm.plan_capi(status, False, 2, 2, observed(objects=4, ready=False))
     assert isinstance(step, Wait)
+
+
+# --- the cluster's API endpoint -----------------------------------------------------------------
+def endpoint_view(hosts, status=csm.CREATE_IN_PROGRESS, deleting=False, ready=False, held=False):
+    return dataclasses.replace(view(hosts, status, deleting), endpoint_wanted=True,
+                               endpoint_ready=ready, endpoint_held=held)
+
+
+def test_the_endpoint_comes_before_the_hosts_are_provisioned():
+    """The hosts' user data names the endpoint: it exists before they are deployed."""
+    hosts = [claimed("m0", MASTERS), claimed("w0"), claimed("w1")]
+    assert isinstance(csm.plan(endpoint_view(hosts)), csm.EnsureEndpoint)
+    assert isinstance(csm.plan(endpoint_view(hosts, ready=True, held=True)), Provision)
+
+
+def test_claims_come_before_the_endpoint():
+    assert isinstance(csm.plan(endpoint_view([])), Claim)
+
+
+def test_a_settled_cluster_gets_a_dead_endpoint_back():
+    settled = endpoint_view(full(), csm.CREATE_COMPLETE, held=True)
+    assert isinstance(csm.plan(settled), csm.EnsureEndpoint)
+    assert isinstance(csm.plan(dataclasses.replace(settled, endpoint_ready=True)), Wait)
+
+
+def test_deleting_removes_the_endpoint_after_the_hosts():
+    deleting = endpoint_view(full(), csm.CREATE_COMPLETE, deleting=True, ready=True, held=True)
+    assert isinstance(csm.plan(deleting), Deprovision)
+    assert isinstance(csm.plan(dataclasses.replace(deleting, hosts=())), csm.RemoveEndpoint)
+    gone = dataclasses.replace(deleting, hosts=(), endpoint_held=False)
+    assert isinstance(csm.plan(gone), Gone)
+
+
+def test_a_failed_cluster_gives_its_endpoint_back():
+    failed = endpoint_view([], csm.CREATE_FAILED, held=True)
+    assert isinstance(csm.plan(failed), csm.RemoveEndpoint)
+    assert isinstance(csm.plan(dataclasses.replace(failed, endpoint_held=False)), Wait)
+
+
+def test_without_load_balancers_nothing_changes():
+    hosts = [claimed("m0", MASTERS), claimed("w0"), claimed("w1")]
+    assert isinstance(csm.plan(view(hosts)), Provision)

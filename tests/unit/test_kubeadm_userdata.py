@@ -218,3 +218,16 @@ def test_valid_edge_cases(node):
 def test_node_config_is_frozen(node):
     with pytest.raises(dataclasses.FrozenInstanceError):
         node("init").role = "worker"
+
+
+def test_the_api_servers_certificate_names_the_public_address(node):
+    """kubeadm's controlPlaneEndpoint is the endpoint on the tenant network; the certificate also
+    carries the endpoint's public address, where users reach it."""
+    public = node("init", api_endpoint="10.20.0.250:6443", cert_sans=["172.31.250.10"])
+    cluster = next(d for d in kubeadm.kubeadm_documents(public)
+                   if d["kind"] == "ClusterConfiguration")
+    assert cluster["controlPlaneEndpoint"] == "10.20.0.250:6443"
+    assert cluster["apiServer"] == {"certSANs": ["172.31.250.10"]}
+    plain = next(d for d in kubeadm.kubeadm_documents(node("init"))
+                 if d["kind"] == "ClusterConfiguration")
+    assert "apiServer" not in plain
