@@ -10,17 +10,22 @@ scheduler or kubelet runs: what the server stores and validates is real, nothing
         api.install_crds(crd_documents)
         Cluster(str(api.kubeconfig), api.context)
 
-Processes are stopped by PID (SIGTERM, then SIGKILL), also when starting fails.
+Processes are stopped by PID (SIGTERM, then SIGKILL), also when starting fails, and are killed by
+the kernel if the test process dies without stopping them (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
+import json
 import os
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,6 +46,12 @@ MERGE_PATCH = "application/merge-patch+json"
 
 def built(version: str = VERSION) -> bool:
     return version in releases.built()
+
+
+def _die_with_parent() -> None:
+    """In the child: killed when the test process dies, even killed itself (Linux's
+    PR_SET_PDEATHSIG); its data is of no use to anyone then."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -99,6 +110,7 @@ class KubeAPI:
         self.url = f"https://127.0.0.1:{self.port}"
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
+        self._plural_cache: dict[str, dict[str, tuple[str, bool]]] = {}
 
     # -- processes -------------------------------------------------------------------------------
     def __enter__(self) -> KubeAPI:
@@ -117,7 +129,7 @@ class KubeAPI:
         with open(log, "ab") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, cwd=self.root,
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=_die_with_parent)
         self.processes[name] = process
         return process
 
@@ -209,6 +221,9 @@ class KubeAPI:
         for client in self._clients:
             client.close()
         self._clients.clear()
+        # The official client's discovery cache of this server (kubernetes.dynamic.discovery).
+        digest = hashlib.md5(self.url.encode(), usedforsecurity=False).hexdigest()
+        Path(tempfile.gettempdir(), f"osrcp-{digest}.json").unlink(missing_ok=True)
 
     # -- requests --------------------------------------------------------------------------------
     def new_http(self) -> httpx.Client:
@@ -227,7 +242,11 @@ class KubeAPI:
         return client
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        for _ in range(50):
+            response = self.http.request(method, path, **kwargs)
+            if response.status_code != 429:  # e.g. "storage is (re)initializing": retry soon
+                break
+            time.sleep(0.2)
         if response.status_code >= 400:
             raise ApiError(method, path, response)
         return response
@@ -248,6 +267,15 @@ class KubeAPI:
                     raise RuntimeError(f"CRD {doc['metadata']['name']} not established: "
                                        f"{conditions}")
                 time.sleep(0.1)
+        # Established is not yet listable: until its watch cache is filled, a list gets 429.
+        for doc in documents:
+            spec = doc["spec"]
+            version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+            path = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}"
+            while self.http.get(path).status_code == 429:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{path} still answers 429 (storage initializing)")
+                time.sleep(0.1)
 
     def create_namespace(self, name: str) -> None:
         self.request("POST", "/api/v1/namespaces",
@@ -258,7 +286,7 @@ class KubeAPI:
 
     # -- objects ---------------------------------------------------------------------------------
     def _plurals(self, api_version: str) -> dict[str, tuple[str, bool]]:
-        cache = self.__dict__.setdefault("_plural_cache", {})
+        cache = self._plural_cache
         if api_version not in cache:
             prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
             found = {}
@@ -317,13 +345,7 @@ class KubeAPI:
             if response.status_code >= 400:
                 response.read()
                 raise ApiError("WATCH", kind, response)
-            yield (_json(line) for line in response.iter_lines() if line)
-
-
-def _json(line: str) -> dict:
-    import json
-
-    return json.loads(line)
+            yield (json.loads(line) for line in response.iter_lines() if line)
 
 
 class ApiError(Exception):

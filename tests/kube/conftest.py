@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from teapot import kube
+from tests.kube.emulator import KubeCluster  # noqa: F401 - kmock, for bench/render.py only
 from tests.kubeapi import ApiError, KubeAPI, built, crds_from, minimal_crd
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "crds"
@@ -49,11 +50,13 @@ class Kubelets:
 
     KINDS = [("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"),
              ("batch/v1", "Job")]
+    WATCH = 2  # seconds per watch request
 
     def __init__(self, api: KubeAPI):
         self.api = api
         self.stopping = threading.Event()
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # status the server refused: a stand-in that is wrong
+        self.resyncs: list[str] = []  # watches that ended early (e.g. 410 Gone): listed again
         self.threads = [threading.Thread(target=self._run, args=k, daemon=True,
                                          name=f"kubelets-{k[1]}") for k in self.KINDS]
 
@@ -62,11 +65,10 @@ class Kubelets:
             t.start()
 
     def stop(self) -> None:
+        """Ends the watches (each within WATCH seconds), so that the API server stops at once."""
         self.stopping.set()
-
-    def join(self) -> None:
         for t in self.threads:
-            t.join(10)
+            t.join(self.WATCH + 10)
 
     def _run(self, api_version: str, kind: str) -> None:
         while not self.stopping.is_set():
@@ -76,7 +78,7 @@ class Kubelets:
                     self._report({"apiVersion": api_version, "kind": kind, **obj})
                 version = listing["metadata"]["resourceVersion"]
                 while not self.stopping.is_set():
-                    with self.api.watching(api_version, kind, version, timeout=30) as events:
+                    with self.api.watching(api_version, kind, version, self.WATCH) as events:
                         for event in events:
                             obj = event["object"]
                             if event["type"] == "ERROR":
@@ -84,10 +86,10 @@ class Kubelets:
                             version = obj["metadata"]["resourceVersion"]
                             if event["type"] in ("ADDED", "MODIFIED"):
                                 self._report(obj)
-            except Exception as e:  # noqa: BLE001 - the server going away at the end, or a resync
+            except Exception as e:  # the server going away at the end, or a resync
                 if self.stopping.is_set():
                     return
-                self.errors.append(f"{kind}: {e}")
+                self.resyncs.append(f"{kind}: {e}")
                 time.sleep(0.2)
 
     def _report(self, obj: dict) -> None:
@@ -133,14 +135,12 @@ def api(tmp_path_factory):
     with KubeAPI(tmp_path_factory.mktemp("kube-api")) as server:
         server.install_crds(crds_from(SHARED / p for p in UPSTREAM_CRDS) + [CERTIFICATE_CRD])
         kubelets = Kubelets(server)
-        server.kubelets = kubelets
         kubelets.start()
         try:
             yield server
         finally:
             kubelets.stop()
-            server.stop()
-            kubelets.join()
+        assert not kubelets.errors, kubelets.errors
 
 
 @pytest.fixture

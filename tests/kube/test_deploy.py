@@ -1,4 +1,6 @@
-"""`teapot deploy` against a Kubernetes API (kmock): render, plan, apply, prune, idempotence."""
+"""`teapot deploy` against a real kube-apiserver (tests/kubeapi.py): render, plan, apply, prune,
+idempotence, and what the server refuses (immutable fields). Each test deploys into a namespace of
+its own; the stand-in kubelets of conftest.py report workloads ready and Jobs succeeded."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
+from teapot import kube
+from teapot.cli.main import main as teapot_main
 from teapot.deploy import rollout, settings
 from teapot.kube import Cluster
 from teapot.resources.errors import ValidationError
@@ -27,6 +32,10 @@ tls: {enabled: true}
 
 def _objects(text: str = "") -> list[dict]:
     return [o for u in rollout.desired(settings.load(text)) for o in u.objects]
+
+
+def _cfg(namespace: str, text: str = "") -> dict:
+    return settings.load(f"namespace: {namespace}\n{text}")
 
 
 def _teapot(*args: str) -> subprocess.CompletedProcess:
@@ -133,14 +142,15 @@ def test_every_name_is_a_valid_dns_label():
     ("services: {keystone: {enabled: false}}", "services.", "keystone"),
     ("services: {rgw: {enabled: true}}", "services.rgw", "either swift or rgw"),
 ])
-def test_bad_files_are_refused_before_anything_is_touched(cluster, tmp_path, text, field, words):
-    path = _write(tmp_path, text)
+def test_bad_files_are_refused_before_anything_is_touched(api, namespace, tmp_path, text, field,
+                                                          words):
+    path = _write(tmp_path, f"namespace: {namespace}\n{text}")
     with pytest.raises(ValidationError) as err:
         rollout.load_file(path)
     assert field in str(err.value) and words in str(err.value)
-    result = _teapot("deploy", "apply", "-f", path, "--kubeconfig", str(cluster.kubeconfig))
+    result = _teapot("deploy", "apply", "-f", path, *_kube_args(api))
     assert result.returncode != 0 and field in result.stderr
-    assert cluster.objects() == []
+    assert not api.namespace_exists(namespace), "not even the namespace is created"
 
 
 def test_external_identity_replaces_keystone():
@@ -158,49 +168,95 @@ def test_external_identity_replaces_keystone():
 
 
 # -- plan, apply, prune ------------------------------------------------------------------------------
-def _client(cluster) -> Cluster:
-    return Cluster(str(cluster.kubeconfig), "kmock")
+def _client(api) -> Cluster:
+    return Cluster(str(api.kubeconfig), api.context)
 
 
-def test_plan_apply_and_an_idempotent_second_apply(cluster, tmp_path):
-    path = _write(tmp_path, EXAMPLE.read_text())
-    kube = ["--kubeconfig", str(cluster.kubeconfig), "--context", "kmock"]
-    first = _teapot("deploy", "plan", "-f", path, *kube)
+def _kube_args(api) -> list[str]:
+    return ["--kubeconfig", str(api.kubeconfig), "--context", api.context]
+
+
+def _live(api, namespace: str) -> list[dict]:
+    return api.objects(namespace, kube.KINDS)
+
+
+def _versions(api, namespace: str) -> dict[tuple[str, str], str]:
+    """resourceVersion of every object: it changes with every write the server accepts."""
+    return {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for o in _live(api, namespace)}
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def test_plan_apply_and_an_idempotent_second_apply(api, namespace, tmp_path, fast_polls, capsys):
+    path = _write(tmp_path, EXAMPLE.read_text().replace("namespace: openstack",
+                                                        f"namespace: {namespace}"))
+    first = _teapot("deploy", "plan", "-f", path, *_kube_args(api))
     assert first.returncode == 2, first.stderr
+    assert f"create Namespace/{namespace}" in first.stdout
     assert "create Deployment/keystone" in first.stdout
     assert "to update, 0 to delete" in first.stdout
 
-    applied = _teapot("deploy", "apply", "-f", path, *kube)
-    assert applied.returncode == 0, applied.stderr
-    assert "keystone: ready" in applied.stdout and "waiting" not in applied.stderr
-    assert len(cluster.objects()) == len(_objects())
+    # In this process, for its waits to poll often (fast_polls); the same command line.
+    assert teapot_main(["deploy", "apply", "-f", path, *_kube_args(api)]) == 0
+    applied = capsys.readouterr()
+    assert "keystone: ready" in applied.out and "error" not in applied.err
+    assert len(_live(api, namespace)) == len(_objects())
+    versions = _versions(api, namespace)
 
-    again = _teapot("deploy", "plan", "-f", path, *kube)
+    again = _teapot("deploy", "plan", "-f", path, *_kube_args(api))
     assert again.returncode == 0, again.stdout
     assert "plan: 0 to create, 0 to update, 0 to delete" in again.stdout
-    second = _teapot("deploy", "apply", "-f", path, *kube)
-    assert "applied: nothing to change" in second.stdout
+    second = _teapot("deploy", "apply", "-f", path, *_kube_args(api))
+    assert "applied: nothing to change" in second.stdout, second.stdout + second.stderr
+    assert _versions(api, namespace) == versions, "the second apply wrote something"
 
-    status = _teapot("deploy", "status", "-f", path, *kube, "-o", "json")
+    status = _teapot("deploy", "status", "-f", path, *_kube_args(api), "-o", "json")
     assert status.returncode == 0, status.stderr
     rows = {r["service"]: r for r in json.loads(status.stdout)}
     assert rows["keystone"]["ready"] is True and rows["nova-compute"]["kind"] == "DaemonSet"
 
 
-def test_passwords_are_generated_once_and_kept(cluster):
-    cfg = settings.load("")
-    client = _client(cluster)
-    rollout.apply(cfg, client, lambda _line: None)
+# Every kind the deployer writes (Certificates, PodDisruptionBudgets, RADOS Gateway), and requests
+# the server writes its own way ("0.5" CPU is stored as "500m", "1024Mi" as "1Gi").
+EVERY_KIND = ALL_ON + "galera: {resources: {cpu: '0.5', memory: 1024Mi}}\n"
+
+
+def test_a_second_apply_is_a_no_op_as_the_server_decides(api, namespace, fast_polls):
+    client, cfg = _client(api), _cfg(namespace, EVERY_KIND)
+    rollout.apply(cfg, client, _quiet)
+    live = _live(api, namespace)
+    assert {o["kind"] for o in live} >= {"Certificate", "PodDisruptionBudget", "Ingress", "Job"}
+    galera = next(o for o in live if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "galera")
+    assert galera["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "500m", "memory": "1Gi"}
+    versions = _versions(api, namespace)
+
+    assert rollout.compute_plan(cfg, client)[1] == []
+    assert rollout.apply(cfg, client, _quiet) == []
+    # Every object applied once more, whatever the plan says: the server stores nothing new.
+    for unit in rollout.desired(cfg, client):
+        for obj in unit.objects:
+            client.apply(obj)
+    assert _versions(api, namespace) == versions
+
+
+def test_passwords_are_generated_once_and_kept(api, namespace, fast_polls):
+    cfg = _cfg(namespace)
+    client = _client(api)
+    rollout.apply(cfg, client, _quiet)
     first = rollout.existing_passwords(client, cfg)
-    rollout.apply(cfg, client, lambda _line: None)
+    rollout.apply(cfg, client, _quiet)
     assert rollout.existing_passwords(client, cfg) == first
     assert first["admin-password"] and len(set(first.values())) == len(first)
 
 
-def test_a_config_change_rolls_exactly_the_services_that_use_it(cluster):
-    client = _client(cluster)
-    rollout.apply(settings.load(""), client, lambda _line: None)
-    _units, changes = rollout.compute_plan(settings.load("swift: {partPower: 12}"), client)
+def test_a_config_change_rolls_exactly_the_services_that_use_it(api, namespace, fast_polls):
+    client = _client(api)
+    rollout.apply(_cfg(namespace), client, _quiet)
+    _units, changes = rollout.compute_plan(_cfg(namespace, "swift: {partPower: 12}"), client)
     updated = {(c.kind, c.name) for c in changes if c.action == "update"}
     created = {(c.kind, c.name) for c in changes if c.action == "create"}
     workloads = {name for kind, name in updated if kind in ("Deployment", "StatefulSet", "DaemonSet")}
@@ -211,17 +267,17 @@ def test_a_config_change_rolls_exactly_the_services_that_use_it(cluster):
     assert any("volumes" in f for f in update.fields), update.fields
 
 
-def test_disabling_a_service_prunes_what_it_owned(cluster):
-    client = _client(cluster)
-    rollout.apply(settings.load(""), client, lambda _line: None)
-    names = {o["metadata"]["name"] for o in cluster.objects()}
+def test_disabling_a_service_prunes_what_it_owned(api, namespace, fast_polls):
+    client = _client(api)
+    rollout.apply(_cfg(namespace), client, _quiet)
+    names = {o["metadata"]["name"] for o in _live(api, namespace)}
     assert "horizon" in names
-    changes = rollout.apply(settings.load("services: {horizon: {enabled: false}}"), client,
-                            lambda _line: None)
+    changes = rollout.apply(_cfg(namespace, "services: {horizon: {enabled: false}}"), client,
+                            _quiet)
     deleted = {(c.kind, c.name) for c in changes if c.action == "delete"}
     assert ("Deployment", "horizon") in deleted and ("Service", "horizon") in deleted
-    left = {(o["kind"], o["metadata"]["name"]) for o in cluster.objects()}
-    assert ("Deployment", "horizon") not in left
+    left = {(o["kind"], o["metadata"]["name"]) for o in _live(api, namespace)}
+    assert ("Deployment", "horizon") not in left and ("Service", "horizon") not in left
     assert ("Deployment", "keystone") in left
 
 
@@ -230,26 +286,82 @@ class RecordingCluster(Cluster):
         super().__init__(*args)
         self.applied: list[tuple[str, str]] = []
 
-    def apply(self, obj):
-        self.applied.append((obj["kind"], obj["metadata"]["name"]))
-        return super().apply(obj)
+    def apply(self, obj, dry_run=False):
+        if not dry_run:
+            self.applied.append((obj["kind"], obj["metadata"]["name"]))
+        return super().apply(obj, dry_run)
 
 
-def test_a_new_release_migrates_before_the_services_roll(cluster):
-    client = RecordingCluster(str(cluster.kubeconfig), "kmock")
-    rollout.apply(settings.load(""), client, lambda _line: None)
+def test_a_new_release_migrates_before_the_services_roll(api, namespace, fast_polls):
+    client = RecordingCluster(str(api.kubeconfig), api.context)
+    rollout.apply(_cfg(namespace), client, _quiet)
     client.applied.clear()
     order: list[str] = []
-    rollout.apply(settings.load("release: '2026.1'"), client, order.append)
+    rollout.apply(_cfg(namespace, "release: '2026.1'"), client, order.append)
     sync = next(i for i, (k, n) in enumerate(client.applied)
                 if k == "Job" and n.startswith("nova-api-db-sync-2026-1"))
     rolled = client.applied.index(("Deployment", "nova-api"))
     assert sync < rolled, "nova's migrations must run before nova-api rolls"
-    objects = cluster.objects()
+    objects = _live(api, namespace)
     jobs = {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}
     assert any("nova-api-db-sync-2026-1" in j for j in jobs)
+    assert not any("db-sync-2025-2" in j for j in jobs), "the previous release's Jobs are pruned"
     deployment = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "nova-api")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":2026.1")
     keystone_line = next(i for i, line in enumerate(order) if line.startswith("keystone: applying"))
     nova_line = next(i for i, line in enumerate(order) if line.startswith("nova-api: applying"))
     assert keystone_line < nova_line
+
+
+# -- immutable fields, as the server decides ---------------------------------------------------------
+def _uids(api, namespace: str, kind: str) -> dict[str, str]:
+    return {o["metadata"]["name"]: o["metadata"]["uid"] for o in _live(api, namespace)
+            if o["kind"] == kind}
+
+
+def test_a_job_whose_pod_template_changes_is_replaced(api, namespace, fast_polls):
+    """A new image tag of the same release keeps the Jobs' names (release and hash of their
+    steps), but changes their pod templates, which the server never lets change in place."""
+    client = _client(api)
+    rollout.apply(_cfg(namespace), client, _quiet)
+    jobs, deployments = _uids(api, namespace, "Job"), _uids(api, namespace, "Deployment")
+    retagged = _cfg(namespace, "images: {tag: 2025.2-1}")
+    job = next(o for u in rollout.desired(retagged, client) for o in u.objects
+               if o["kind"] == "Job" and o["metadata"]["name"] in jobs)
+    with pytest.raises(ApiException) as refused:  # what a plain apply gets
+        client.apply(job)
+    assert refused.value.status == 422 and "field is immutable" in refused.value.body
+
+    _units, changes = rollout.compute_plan(retagged, client)
+    replaced = {c.name for c in changes if rollout.REPLACED in c.fields}
+    assert replaced == set(jobs), "every Job runs an image of the new tag"
+    assert not [c for c in changes if c.action == "delete"]
+    said: list[str] = []
+    rollout.apply(retagged, client, said.append)
+    assert sum("replacing Job/" in line for line in said) == len(jobs)
+    now = _uids(api, namespace, "Job")
+    assert now.keys() == jobs.keys() and not set(now.values()) & set(jobs.values())
+    assert _uids(api, namespace, "Deployment") == deployments, "Deployments roll in place"
+    for obj in _live(api, namespace):
+        if obj["kind"] in ("Job", "Deployment"):
+            assert obj["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":2025.2-1")
+    assert rollout.compute_plan(retagged, client)[1] == []
+
+
+def test_a_change_the_server_refuses_stops_before_anything_is_touched(api, namespace, tmp_path,
+                                                                     fast_polls):
+    """A StatefulSet's volumeClaimTemplates cannot change: a new galera volume size is refused by
+    the plan (a dry run), not halfway through the apply."""
+    client = _client(api)
+    rollout.apply(_cfg(namespace), client, _quiet)
+    versions = _versions(api, namespace)
+    text = f"namespace: {namespace}\ngalera: {{storage: 20Gi}}\nservices: {{nova: {{replicas: 3}}}}"
+    with pytest.raises(RuntimeError) as err:
+        rollout.apply(settings.load(text), client, _quiet)
+    assert "StatefulSet/galera" in str(err.value) and "Forbidden" in str(err.value)
+    for command in ("plan", "apply"):
+        result = _teapot("deploy", command, "-f", _write(tmp_path, text), *_kube_args(api))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "StatefulSet/galera cannot be changed in place" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert _versions(api, namespace) == versions

@@ -1,10 +1,16 @@
 """Apply a rendered control plane: server-side apply in dependency order, waiting for each service,
-then prune what this deployment created and no longer wants."""
+then prune what this deployment created and no longer wants.
+
+The namespace is created when missing. Each update of the plan is the API server's own answer to a
+dry run: what it would not store differently is no change; a Job whose pod template changes (which
+the server never allows in place) is replaced; anything else it refuses stops the plan before
+anything is touched."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import json
 import time
 from collections.abc import Callable
 
@@ -69,7 +75,7 @@ def compute_plan(cfg: dict, cluster: kube.Cluster) -> tuple[list[Unit], list[pla
     selector = f"{MANAGED_BY}=teapot,{PART_OF}={cfg['name']}"
     live = cluster.owned(cfg["namespace"], selector)
     changes = []
-    if cluster.get(namespace_object(cfg)) is None:
+    if _missing(cluster, namespace_object(cfg)):
         changes.append(plan.Change("create", "Namespace", cfg["namespace"],
                                    obj=namespace_object(cfg)))
     live_by_key = {(o["kind"], o["metadata"]["name"]): o for o in live}
@@ -104,7 +110,7 @@ def _as_the_server_decides(cluster: kube.Cluster, change: plan.Change,
     except ApiException as e:
         if e.status != 422:
             raise
-        if change.kind == "Job":
+        if change.kind == "Job" and "field is immutable" in _message(e):
             fields = plan.changed_fields(_stored(_without_empty(change.obj)), _stored(live))
             return plan.Change("update", change.kind, change.name, [*fields, REPLACED], change.obj)
         raise RuntimeError(f"{change.kind}/{change.name} cannot be changed in place, the API "
@@ -131,9 +137,19 @@ def _without_empty(value):
     return value
 
 
-def _message(e) -> str:
-    import json
+def _missing(cluster: kube.Cluster, obj: dict) -> bool:
+    """Whether the object is missing; not when the cluster does not let us look (403)."""
+    from kubernetes.client.exceptions import ApiException
 
+    try:
+        return cluster.get(obj) is None
+    except ApiException as e:
+        if e.status == 403:
+            return False
+        raise
+
+
+def _message(e) -> str:
     try:
         return json.loads(e.body)["message"]
     except (TypeError, ValueError, KeyError):

@@ -1,7 +1,7 @@
 """Real Kubernetes on the box's emulated hosts: the build step's cost, a cluster's time to Ready and
 its control plane's footprint.
 
-    .venv/bin/python bench/kubernetes.py [--cold] [--idle 60] [--port-base B] [--keep] [--echo]
+    .venv/bin/python bench/tenant_kubernetes.py [--cold] [--idle 60] [--port-base B] [--keep] [--echo]
 
 (a) `make install`'s Kubernetes step (`python -m teapot.releases`) when every release is built
     already: wall seconds (median of 5). With `--cold`, also a cold build of one release
