@@ -144,3 +144,13 @@ def test_network_data_is_what_cloud_init_reads():
     assert net["routes"] == [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.20.0.1"}]
     assert data["services"] == [{"type": "dns", "address": "10.20.0.53"}]
     assert address_of(data) == "10.20.0.7" and address_of(None) is None
+
+
+def test_legs_of_load_balancers_take_the_top_of_the_pool(sm):
+    with sm.begin() as session:
+        net = ndb.create(session, project_id="p1", name="t", ranges=[(100, 200)], subnet=SUBNET)
+        assert adb.allocate(session, net.uuid, SUBNET, adb.ENDPOINT, "c", "c", highest=True) \
+            == "10.20.0.254"
+        assert adb.allocate(session, net.uuid, SUBNET, adb.LOADBALANCER, "l", None,
+                            highest=True) == "10.20.0.253"
+        assert adb.allocate(session, net.uuid, SUBNET, adb.HOST, "h", "c") == "10.20.0.2"

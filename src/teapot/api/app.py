@@ -20,6 +20,7 @@ from teapot.api.bucket_credentials import routes as bucket_routes
 from teapot.api.container_infra import routes as ci_routes
 from teapot.api.errors import APIError, error_response
 from teapot.api.hosts import routes as host_routes
+from teapot.api.loadbalancers import routes as loadbalancer_routes
 from teapot.api.networks import routes as network_routes
 from teapot.api.policy import Enforcer, Forbidden
 from teapot.api.volume_attachments import routes as volume_routes
@@ -33,7 +34,8 @@ from teapot.resources.errors import ValidationError
 
 # Every operation of every API, each with its declared schemas.
 OPERATIONS = [*ci_routes.OPERATIONS, *host_routes.OPERATIONS, *network_routes.OPERATIONS,
-              *volume_routes.OPERATIONS, *bucket_routes.OPERATIONS]
+              *volume_routes.OPERATIONS, *bucket_routes.OPERATIONS,
+              *loadbalancer_routes.OPERATIONS]
 
 LOG = logging.getLogger(__name__)
 
@@ -132,6 +134,7 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
     app.state.default_subnet = nsm.Subnet.parse(
         conf.network.default_cidr, dns_nameservers=conf.network.default_dns_nameservers)
     app.state.networks_enabled = conf.network.enabled
+    app.state.loadbalancers_enabled = conf.loadbalancer.driver != "none"
     app.state.openapi = None
     app.state.block = volume_routes.make_driver(conf)
     if identity is None:

@@ -90,6 +90,22 @@ NETWORK_RULES = [
 ]
 RULES.extend(NETWORK_RULES)
 
+LOADBALANCER_RULES = [
+    policy.DocumentedRuleDefault(f"teapot:loadbalancer:{action}", rule, summary,
+                                 [{"path": path, "method": method}])
+    for action, rule, summary, path, method in [
+        ("get_all", "rule:admin_or_reader", "List the project's load balancers",
+         "/v1/loadbalancers", "GET"),
+        ("get", "rule:admin_or_reader", "Show a load balancer", "/v1/loadbalancers/{lb}", "GET"),
+        ("get_any", "rule:admin", "See every project's load balancers", "/v1/loadbalancers",
+         "GET"),
+        ("create", "rule:admin_or_member", "Create a load balancer", "/v1/loadbalancers", "POST"),
+        ("delete", "rule:admin_or_member", "Delete a load balancer", "/v1/loadbalancers/{lb}",
+         "DELETE"),
+    ]
+]
+RULES.extend(LOADBALANCER_RULES)
+
 VOLUME_ATTACHMENT_RULES = [
     policy.DocumentedRuleDefault(f"teapot:volume_attachment:{action}", rule, summary,
                                  [{"path": path, "method": method}])
@@ -122,6 +138,8 @@ RULES.extend(BUCKET_CREDENTIAL_RULES)
 
 WHY = {
     "teapot:network": "this needs the member role in the network's project (reader to read)",
+    "teapot:loadbalancer": "this needs the member role in the load balancer's project (reader "
+                           "to read)",
     "teapot:volume_attachment": "this needs the member role in the cluster's project (reader "
                                 "to read)",
     "teapot:bucket_credential": "this needs the member role in the cluster's project (reader "

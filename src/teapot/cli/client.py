@@ -96,6 +96,18 @@ class TeapotClient:
     def delete_network(self, ident: str) -> None:
         self._call("DELETE", f"/networks/{ident}")
 
+    def list_loadbalancers(self) -> list[dict]:
+        return self._list("/loadbalancers", "loadbalancers")
+
+    def get_loadbalancer(self, ident: str) -> dict:
+        return self._call("GET", f"/loadbalancers/{ident}")
+
+    def create_loadbalancer(self, body: dict) -> dict:
+        return self._call("POST", "/loadbalancers", json=body)
+
+    def delete_loadbalancer(self, ident: str) -> None:
+        self._call("DELETE", f"/loadbalancers/{ident}")
+
     def list_volume_attachments(self, cluster: str) -> list[dict]:
         return self._call("GET", f"/clusters/{cluster}/volume_attachments")["volume_attachments"]
 

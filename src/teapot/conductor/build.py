@@ -53,12 +53,17 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
     else:
         # Without switches a network is a VLAN number (and a Neutron network): no ports to move.
         reconcilers.append(NetworkReconciler(sm, list, owner, timing, registry))
+    default_subnet = nsm.Subnet.parse(n.default_cidr, dns_nameservers=n.default_dns_nameservers)
+    loadbalancers = _loadbalancers(conf)
+    if loadbalancers is not None:
+        from teapot.conductor.loadbalancers import LoadBalancerReconciler
+
+        reconcilers.append(LoadBalancerReconciler(sm, loadbalancers, owner, timing,
+                                                  default_subnet))
     reconcilers.append(ClusterReconciler(sm, fernet, owner, timing, management,
                                          conf.clusters.readiness, networks=n.enabled,
-                                         loadbalancers=_loadbalancers(conf),
-                                         default_subnet=nsm.Subnet.parse(
-                                             n.default_cidr,
-                                             dns_nameservers=n.default_dns_nameservers),
+                                         loadbalancers=loadbalancers,
+                                         default_subnet=default_subnet,
                                          identity=_identity(conf), block=_block(conf)))
     return Loop(reconcilers, workers=c.workers, poll_interval=c.poll_interval)
 

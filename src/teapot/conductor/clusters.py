@@ -158,6 +158,10 @@ class ClusterReconciler:
             return self._save(cluster_id, generation, delay=self.timing.busy,
                               reason=f"provisioning {len(hosts)} host(s)")
         if isinstance(step, csm.Deprovision):
+            refused = self._drain(row, groups, hosts, step.hosts)
+            if refused:
+                return self._save(cluster_id, generation, delay=self.timing.busy * 4,
+                                  reason=f"draining: {refused}; retrying")
             self._set_hosts(step.hosts, image=None, user_data=None)
             return self._save(cluster_id, generation, delay=self.timing.busy,
                               reason=f"deprovisioning {len(step.hosts)} host(s)")
@@ -481,9 +485,11 @@ class ClusterReconciler:
             with self.sm.begin() as session:
                 net = session.scalars(select(Network).where(Network.uuid == row.network_uuid)).one()
                 subnet = ndb.subnet_of(net, self.default_subnet)
-                tenant = adb.allocate(session, net.uuid, subnet, adb.ENDPOINT, row.uuid, row.uuid)
-                public = adb.allocate(session, adb.PUBLIC, self._public_subnet(), adb.ENDPOINT,
-                                      row.uuid, row.uuid)
+                tenant = adb.allocate(session, net.uuid, subnet, adb.ENDPOINT, row.uuid, row.uuid,
+                                      highest=True)
+                public = adb.allocate(session, adb.PUBLIC,
+                                      nsm.public_subnet(self.loadbalancers.public_cidr()),
+                                      adb.ENDPOINT, row.uuid, row.uuid)
                 vlan = net.vlan_id
         except adb.NoFreeAddress as e:
             return self._settle(row, groups, hosts, csm.Settle(
@@ -530,13 +536,6 @@ class ClusterReconciler:
             current.attrs = {**current.attrs, "endpoint": None}
         return self._save(row.id, generation, delay=0.0)
 
-    def _public_subnet(self) -> nsm.Subnet:
-        import ipaddress
-
-        net = ipaddress.IPv4Network(self.loadbalancers.public_cidr())
-        return nsm.Subnet.parse(str(net), allocation_pool={"start": str(net[10]),
-                                                           "end": str(net[-2])})
-
     def _api_address(self, row: Cluster, groups, hosts) -> str:
         """https://host:6443 where Teapot and the cluster's users reach its API server: the
         endpoint's public address, else the first master."""
@@ -565,6 +564,29 @@ class ClusterReconciler:
                 mac = h.spec.get("bootMACAddress") or ""
                 out[h.name] = (ip, network_data(mac, ip, subnet, net.uuid))
         return out
+
+    def _drain(self, row: Cluster, groups, hosts, names: tuple[str, ...]) -> str | None:
+        """Hosts leaving a running cluster leave its Kubernetes first (drained, Node deleted).
+        Returns why it cannot be done yet; an API server that does not answer has nothing to
+        drain (a cluster being deleted or that failed is not asked)."""
+        if self.readiness != "kubernetes" or row.deleting or row.status == csm.CREATE_FAILED:
+            return None
+        from teapot.drivers.bootstrap import workload
+
+        ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
+        try:
+            with workload.admin_client(ca, "teapot-drain") as client:
+                removed = workload.remove_nodes(client, self._api_address(row, groups, hosts),
+                                                list(names))
+        except workload.PushError as e:
+            if "unreachable" in str(e):
+                LOG.warning("cluster %s: not drained, its API server does not answer: %s",
+                            row.name, e)
+                return None
+            return str(e)
+        if removed:
+            LOG.info("cluster %s: node(s) %s drained and deleted", row.name, ", ".join(removed))
+        return None
 
     def _verify(self, row: Cluster, view: csm.ClusterView, groups, hosts, step: csm.Verify,
                 generation: int) -> bool:

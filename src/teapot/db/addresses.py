@@ -18,6 +18,7 @@ from teapot.resources import network as nsm
 HOST = "host"
 ENDPOINT = "endpoint"
 PUBLIC = "public"  # the network of public addresses (load balancers' VIPs)
+LOADBALANCER = "loadbalancer"
 ATTEMPTS = 8
 
 
@@ -26,19 +27,22 @@ class NoFreeAddress(Exception):
 
 
 def allocate(session: Session, network_uuid: str, subnet: nsm.Subnet, kind: str, owner: str,
-             cluster_uuid: str | None) -> str:
+             cluster_uuid: str | None, highest: bool = False) -> str:
     """The owner's address on the network, allocated now if it has none (in the caller's
-    transaction). Raises NoFreeAddress when the pool is used up."""
+    transaction): the lowest free one, or with `highest` the highest (hosts take addresses from
+    the bottom of the pool, load balancers' legs from the top). Raises NoFreeAddress when the
+    pool is used up."""
     held = _held(session, network_uuid, kind, owner)
     if held is not None:
         return nsm.address_text(held)
     start, end = subnet.pool()
+    first, step, pick = (":end", "- 1", "MAX") if highest else (":start", "+ 1", "MIN")
     statement = text(
         "INSERT INTO addresses (network_uuid, value, kind, owner, cluster_uuid, created_at) "
         "SELECT :net, free.v, :kind, :owner, :cluster, :now FROM ("
-        "  SELECT MIN(c.v) AS v FROM ("
-        "    SELECT :start AS v UNION ALL "
-        "    SELECT value + 1 FROM addresses WHERE network_uuid = :net"
+        f"  SELECT {pick}(c.v) AS v FROM ("
+        f"    SELECT {first} AS v UNION ALL "
+        f"    SELECT value {step} FROM addresses WHERE network_uuid = :net"
         "  ) AS c WHERE c.v BETWEEN :start AND :end "
         "  AND c.v NOT IN (SELECT value FROM addresses WHERE network_uuid = :net)"
         ") AS free WHERE free.v IS NOT NULL")
@@ -88,3 +92,8 @@ def release_hosts(session: Session, host_uuids: list[str]) -> None:
 
 def release_cluster(session: Session, cluster_uuid: str) -> None:
     session.execute(delete(Address).where(Address.cluster_uuid == cluster_uuid))
+
+
+def release_owner(session: Session, owner: str) -> None:
+    """Every address `owner` holds, on any network."""
+    session.execute(delete(Address).where(Address.owner == owner))

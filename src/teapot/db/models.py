@@ -220,3 +220,33 @@ class Address(Base):
     owner: Mapped[str] = mapped_column(String(36))
     cluster_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class LoadBalancer(Base):
+    """A project's load balancer: a public VIP and members on one of its tenant networks."""
+
+    __tablename__ = "loadbalancers"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    network_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    vip_address: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    tenant_address: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    provisioning_status: Mapped[str] = mapped_column(String(32))
+    operating_status: Mapped[str] = mapped_column(String(32))
+    status: Mapped[dict] = mapped_column(JSON, default=dict)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    applied_generation: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -134,7 +134,7 @@ class EmulatedHost:
         with open(log, "ab") as out:
             return subprocess.Popen(self.argv(command), stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=out, env={**self.image.env(), **env},
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent)
 
     def _run_commands(self, commands: tuple[str, ...]) -> None:
         """runcmd, once per deployment, as cloud-init runs it: one shell script, in order."""
@@ -207,6 +207,14 @@ class EmulatedHost:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
+
+
+def die_with_parent() -> None:
+    """In a child before it runs its program: SIGTERM when the process that started it dies, so
+    a host's processes never outlive the service that runs the host (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def _reap() -> None:

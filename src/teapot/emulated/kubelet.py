@@ -50,6 +50,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from teapot.emulated.host import die_with_parent
+
 LOG = logging.getLogger("teapot.kubelet")
 CONFIG = Path("/var/lib/kubelet/config.yaml")
 KUBECONFIG = Path("/etc/kubernetes/kubelet.conf")
@@ -274,7 +276,8 @@ class StaticPods:
                 log = open(self.logs / f"{have.pod}_{have.name}.log", "ab")  # noqa: SIM115
                 have.process = subprocess.Popen(have.argv, env={**_base_env(), **have.env},
                                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                                start_new_session=True)
+                                                start_new_session=True,
+                                                preexec_fn=die_with_parent)
                 log.close()
                 LOG.info("static pod %s: %s started (pid %d)", have.pod, have.name,
                          have.process.pid)

@@ -241,6 +241,7 @@ class Fabric:
                              ("ovsdb-server", "ovsdb-server")):
             pidfile = (self.ssh_dir if name == "sshd" else self.run_dir) / f"{name}.pid"
             _stop_pid(pidfile, binary)
+        _stop_namespaces(self.state.namespaces)
         for ns in reversed(self.state.namespaces):
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         self.state.namespaces = []
@@ -440,6 +441,32 @@ class Fabric:
         ns = self.trunk.namespace if self.trunk and self.trunk.host == host else self.host(host).namespace
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
                               check=check, timeout=timeout)
+
+
+def _stop_namespaces(namespaces: list[str], timeout: float = 5.0) -> None:
+    """Whatever still runs inside the namespaces (an emulated host's programs whose service did
+    not stop them): SIGTERM, then SIGKILL. A deleted namespace would otherwise live on, unseen,
+    for as long as they do."""
+    def pids() -> list[int]:
+        out = []
+        for ns in namespaces:
+            proc = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            out += [int(p) for p in proc.stdout.split()]
+        return out
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        running = pids()
+        for pid in running:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while running and time.monotonic() < deadline:
+            time.sleep(0.1)
+            running = pids()
+        if not running:
+            return
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -191,6 +191,13 @@ class Subnet:
         return int(ipaddress.IPv4Address(self.pool_start)), int(ipaddress.IPv4Address(self.pool_end))
 
 
+def public_subnet(cidr: str) -> Subnet:
+    """The public network as a pool of VIPs: the first ten addresses are the network's own (the
+    gateway, the machine's in a box), the rest is handed out."""
+    net = ipaddress.IPv4Network(cidr)
+    return Subnet.parse(str(net), allocation_pool={"start": str(net[10]), "end": str(net[-2])})
+
+
 def address_text(value: int) -> str:
     return str(ipaddress.IPv4Address(value))
 

@@ -68,3 +68,43 @@ def push_secrets(client: httpx.Client, api_address: str, manifest: str) -> list[
                             f"{response.status_code}")
         pushed.append(f"{namespace}/{name}")
     return pushed
+
+
+def remove_nodes(client: httpx.Client, api_address: str, names: list[str]) -> list[str]:
+    """Drain and delete the Nodes of hosts leaving the cluster, as `kubectl drain` and `kubectl
+    delete node` do: cordoned, their pods evicted (the Eviction API, so PodDisruptionBudgets are
+    kept), then deleted. Returns the names of those that were there. A refusal raises PushError
+    (the hosts wait and it is tried again)."""
+    base = api_address.rstrip("/")
+    removed = []
+    for name in names:
+        try:
+            node = client.patch(f"{base}/api/v1/nodes/{name}",
+                                headers={"Content-Type": "application/merge-patch+json"},
+                                content=json.dumps({"spec": {"unschedulable": True}}))
+            if node.status_code == 404:
+                continue
+            if node.status_code != 200:
+                raise PushError(f"node {name}: cordon: the apiserver answered {node.status_code}")
+            pods = client.get(f"{base}/api/v1/pods",
+                              params={"fieldSelector": f"spec.nodeName={name}"})
+            for pod in pods.json().get("items", []) if pods.status_code == 200 else ():
+                meta = pod["metadata"]
+                if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or ()):
+                    continue  # as kubectl drain --ignore-daemonsets
+                evicted = client.post(
+                    f"{base}/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/eviction",
+                    content=json.dumps({"apiVersion": "policy/v1", "kind": "Eviction",
+                                        "metadata": {"name": meta["name"],
+                                                     "namespace": meta["namespace"]}}),
+                    headers={"Content-Type": "application/json"})
+                if evicted.status_code not in (200, 201, 404):
+                    raise PushError(f"node {name}: pod {meta['namespace']}/{meta['name']} cannot "
+                                    f"be evicted yet ({evicted.status_code})")
+            gone = client.delete(f"{base}/api/v1/nodes/{name}")
+            if gone.status_code not in (200, 404):
+                raise PushError(f"node {name}: delete: the apiserver answered {gone.status_code}")
+        except httpx.HTTPError as e:
+            raise PushError(f"node {name}: apiserver unreachable: {e.__class__.__name__}") from None
+        removed.append(name)
+    return removed

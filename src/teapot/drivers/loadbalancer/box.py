@@ -125,6 +125,35 @@ class BoxLoadBalancers:
             for folder in self.dir.iterdir():
                 self.remove(folder.name)
 
+    def health(self, name: str) -> dict[str, bool]:
+        """Member address → whether its health checks pass (on every listener), from HAProxy's
+        statistics; {} when it does not answer."""
+        import socket
+
+        folder = self.dir / name
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(str(folder / "haproxy.sock"))
+                s.sendall(b"show stat\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            members = _members(folder / "haproxy.cfg")
+        except OSError:
+            return {}
+        lines = data.decode(errors="replace").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            return {}
+        header = lines[0][2:].split(",")
+        out: dict[str, bool] = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            address = members.get(row.get("svname", ""))
+            if address:
+                out[address] = out.get(address, True) and row.get("status", "").startswith("UP")
+        return out
+
     def pid(self, name: str) -> int | None:
         return running(self.dir / name / "haproxy.pid")
 
@@ -147,6 +176,16 @@ def render(spec: Spec, stats_socket: Path) -> str:
         lines += [f"    server m{i} {member}:{listener.backend_port} check"
                   for i, member in enumerate(spec.members)]
     return "\n".join(lines) + "\n"
+
+
+def _members(config: Path) -> dict[str, str]:
+    """Server name → member address, from the configuration `render` wrote."""
+    out = {}
+    for line in config.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["server"]:
+            out[words[1]] = words[2].rsplit(":", 1)[0]
+    return out
 
 
 def running(pidfile: Path) -> int | None:

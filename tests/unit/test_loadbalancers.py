@@ -1,0 +1,198 @@
+"""Load balancers: the API (two projects, the reader role, administrators, bad input naming the
+field and writing nothing), the state machine, and the reconciler driving a data plane that records
+what it is asked (the real one, HAProxy in the box, is tested in tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from teapot.conductor.hosts import Timing
+from teapot.conductor.loadbalancers import LoadBalancerReconciler
+from teapot.db.models import Address, LoadBalancer
+from teapot.resources import loadbalancer as lbr
+from teapot.resources import network as nsm
+from tests.unit.conftest import call
+
+LISTENER = [{"protocol": "TCP", "port": 80, "member_port": 8080}]
+
+
+@pytest.fixture
+def lb_client(tmp_path, db_url):
+    from starlette.testclient import TestClient
+
+    from teapot import config
+    from teapot.api import app as api_app
+    from tests.unit.conftest import Tokens
+
+    conf_file = tmp_path / "teapot-lb.conf"
+    conf_file.write_text(
+        f"[database]\nconnection = {db_url}\n"
+        "[keystone_authtoken]\nauth_url = http://127.0.0.1:9/v3\npassword = unused\n"
+        "[ironic]\nendpoint = http://127.0.0.1:9\n"
+        f"[secrets]\nkey_file = {tmp_path / 'secret.key'}\n"
+        "[network]\nenabled = true\nvlan_ranges = 100:110\n"
+        f"[loadbalancer]\ndriver = box\nbox_state_dir = {tmp_path}\n")
+    with TestClient(api_app.build(config.load(str(conf_file)), validator=Tokens()),
+                    base_url="http://teapot") as c:
+        yield c
+
+
+def test_members_create_readers_read_nothing_crosses_projects(lb_client):
+    made = call(lb_client, "alice", "POST", "/v1/loadbalancers", json={
+        "name": "web", "listeners": LISTENER, "members": [{"address": "10.20.0.2"}]})
+    assert made.status_code == 201, made.text
+    web = made.json()
+    assert (web["provisioning_status"], web["operating_status"]) == ("PENDING_CREATE", "OFFLINE")
+    assert web["vip_address"] is None  # the conductor allocates it
+    assert web["listeners"] == LISTENER and web["members"] == [
+        {"address": "10.20.0.2", "operating_status": "NO_MONITOR"}]
+    # on the project's default network, made on first use
+    nets = call(lb_client, "alice", "GET", "/v1/networks").json()["networks"]
+    assert [n["uuid"] for n in nets] == [web["network_id"]]
+    assert call(lb_client, "rita", "GET", f"/v1/loadbalancers/{web['id']}").status_code == 200
+    assert [x["id"] for x in call(lb_client, "rita", "GET", "/v1/loadbalancers").json()
+            ["loadbalancers"]] == [web["id"]]
+    refused = call(lb_client, "rita", "POST", "/v1/loadbalancers",
+                   json={"name": "r", "listeners": LISTENER, "members": [{"address": "10.20.0.3"}]})
+    assert refused.status_code == 403 and "teapot:loadbalancer:create" in refused.text
+    assert call(lb_client, "rita", "DELETE", f"/v1/loadbalancers/{web['id']}").status_code == 403
+    # another project: nothing of it
+    assert call(lb_client, "bob", "GET", "/v1/loadbalancers").json()["loadbalancers"] == []
+    assert call(lb_client, "bob", "GET", f"/v1/loadbalancers/{web['id']}").status_code == 404
+    assert call(lb_client, "bob", "DELETE", f"/v1/loadbalancers/{web['id']}").status_code == 404
+    # administrators see every project's
+    theirs = call(lb_client, "bob", "POST", "/v1/loadbalancers", json={
+        "name": "web", "listeners": LISTENER, "members": [{"address": "10.20.0.2"}]}).json()
+    seen = {x["id"] for x in call(lb_client, "admin", "GET", "/v1/loadbalancers").json()
+            ["loadbalancers"]}
+    assert seen == {web["id"], theirs["id"]}
+    assert call(lb_client, "alice", "POST", "/v1/loadbalancers", json={
+        "name": "web", "listeners": LISTENER, "members": [{"address": "10.20.0.9"}]}
+    ).status_code == 409
+    assert call(lb_client, "alice", "DELETE", f"/v1/loadbalancers/{web['id']}").status_code == 204
+    assert call(lb_client, "alice", "GET", f"/v1/loadbalancers/{web['id']}").json()[
+        "provisioning_status"] == "PENDING_DELETE"
+
+
+@pytest.mark.parametrize("body,field,words", [
+    ({"listeners": [{"protocol": "UDP", "port": 53}], "members": [{"address": "10.20.0.2"}]},
+     "listeners[0].protocol", "this cloud balances TCP"),
+    ({"listeners": LISTENER, "members": [{"address": "10.99.0.2"}]},
+     "members[0].address", "not on the load balancer's network (10.20.0.0/24)"),
+    ({"listeners": LISTENER, "members": [{"address": "10.20.0.2"}, {"address": "10.20.0.2"}]},
+     "members[1].address", "a member already"),
+    ({"listeners": LISTENER}, "members", "needs members or a cluster"),
+    ({"listeners": [], "members": [{"address": "10.20.0.2"}]}, "listeners", ""),
+    ({"listeners": [{"port": 80}, {"port": 80}], "members": [{"address": "10.20.0.2"}]},
+     "listeners[1].port", "already"),
+    ({"listeners": [{"port": 70000}], "members": [{"address": "10.20.0.2"}]},
+     "listeners[0].port", ""),
+    ({"listeners": LISTENER, "cluster": "nope", "members": []}, "cluster", "no cluster 'nope'"),
+    ({"listeners": LISTENER, "network": "nope", "members": [{"address": "10.20.0.2"}]},
+     "network", "no network 'nope'"),
+])
+def test_bad_requests_name_the_field_and_write_nothing(lb_client, sm, body, field, words):
+    r = call(lb_client, "alice", "POST", "/v1/loadbalancers", json={"name": "bad", **body})
+    assert r.status_code == 400, r.text
+    detail = r.json()["errors"][0]["detail"]
+    assert detail.startswith(field) and words in detail, detail
+    with sm() as session:
+        assert session.scalar(select(func.count(LoadBalancer.id))) == 0
+
+
+def test_without_a_data_plane_the_cloud_says_so(tmp_path, db_url):
+    from starlette.testclient import TestClient
+
+    from teapot import config
+    from teapot.api import app as api_app
+    from tests.unit.conftest import Tokens
+
+    conf_file = tmp_path / "plain.conf"
+    conf_file.write_text(
+        f"[database]\nconnection = {db_url}\n"
+        "[keystone_authtoken]\nauth_url = http://127.0.0.1:9/v3\npassword = unused\n"
+        "[ironic]\nendpoint = http://127.0.0.1:9\n"
+        f"[secrets]\nkey_file = {tmp_path / 'secret.key'}\n[network]\nenabled = true\n")
+    with TestClient(api_app.build(config.load(str(conf_file)), validator=Tokens()),
+                    base_url="http://teapot") as c:
+        r = call(c, "alice", "POST", "/v1/loadbalancers", json={
+            "name": "web", "listeners": LISTENER, "members": [{"address": "10.20.0.2"}]})
+        assert r.status_code == 409 and "runs no load balancers" in r.text
+
+
+def test_the_state_machine():
+    base = lbr.View(lbr.PENDING_CREATE, False, 1, 0, False, ("10.20.0.2",), ())
+    assert isinstance(lbr.plan(base), lbr.Ensure)
+    running = lbr.View(lbr.ACTIVE, False, 1, 1, True, ("10.20.0.2",), ("10.20.0.2",))
+    assert isinstance(lbr.plan(running), lbr.Observe)
+    import dataclasses
+
+    assert isinstance(lbr.plan(dataclasses.replace(running, running=False)), lbr.Ensure)
+    assert isinstance(lbr.plan(dataclasses.replace(running, members=("10.20.0.2", "10.20.0.3"))),
+                      lbr.Ensure)
+    assert isinstance(lbr.plan(dataclasses.replace(running, deleting=True)), lbr.Remove)
+    assert lbr.operating_status({}) == lbr.OFFLINE
+    assert lbr.operating_status({"a": True, "b": True}) == lbr.ONLINE
+    assert lbr.operating_status({"a": True, "b": False}) == lbr.DEGRADED
+    assert lbr.operating_status({"a": False}) == lbr.OP_ERROR
+
+
+class Recorder:
+    """A data plane that keeps what it is asked, and says what the test tells it."""
+
+    def __init__(self):
+        self.specs, self.removed, self.up = {}, [], {}
+
+    def ensure(self, spec):
+        self.specs[spec.name] = spec
+
+    def remove(self, name):
+        self.specs.pop(name, None)
+        self.removed.append(name)
+
+    def pid(self, name):
+        return 1 if name in self.specs else None
+
+    def health(self, name):
+        return dict(self.up)
+
+    def public_cidr(self):
+        return "172.31.250.0/24"
+
+
+def test_the_reconciler_allocates_runs_observes_and_removes(lb_client, sm):
+    made = call(lb_client, "alice", "POST", "/v1/loadbalancers", json={
+        "name": "web", "listeners": LISTENER,
+        "members": [{"address": "10.20.0.3"}, {"address": "10.20.0.2"}],
+        "health_check": {"interval": 1, "retries": 3}}).json()
+    driver = Recorder()
+    rec = LoadBalancerReconciler(sm, driver, "c1", Timing(busy=0.1, resync=1, lease=30,
+                                                          max_backoff=5),
+                                 nsm.Subnet.parse("10.20.0.0/24"))
+    with sm() as session:
+        lb_id = session.scalar(select(LoadBalancer.id))
+    rec.reconcile(lb_id)
+    (spec,) = driver.specs.values()
+    # the load balancer's own leg takes the top of the pool, hosts take its bottom
+    assert spec.public_address == "172.31.250.10" and spec.tenant_address == "10.20.0.254/24"
+    assert spec.members == ("10.20.0.2", "10.20.0.3")
+    assert (spec.check_interval, spec.check_fall) == (1.0, 3)
+    shown = call(lb_client, "alice", "GET", f"/v1/loadbalancers/{made['id']}").json()
+    assert (shown["provisioning_status"], shown["vip_address"]) == ("ACTIVE", "172.31.250.10")
+    driver.up = {"10.20.0.2": True, "10.20.0.3": False}
+    rec.reconcile(lb_id)
+    shown = call(lb_client, "alice", "GET", f"/v1/loadbalancers/{made['id']}").json()
+    assert shown["operating_status"] == "DEGRADED"
+    assert {m["address"]: m["operating_status"] for m in shown["members"]} == {
+        "10.20.0.2": "ONLINE", "10.20.0.3": "ERROR"}
+    # a data plane that died is made again
+    driver.specs.clear()
+    rec.reconcile(lb_id)
+    assert list(driver.specs) == [spec.name]
+    call(lb_client, "alice", "DELETE", f"/v1/loadbalancers/{made['id']}")
+    rec.reconcile(lb_id)
+    assert driver.removed == [spec.name]
+    with sm() as session:
+        assert session.scalar(select(func.count(LoadBalancer.id))) == 0
+        assert session.scalar(select(func.count(Address.id))) == 0
