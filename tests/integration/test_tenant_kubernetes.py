@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,93 @@ def _load_balancer(box, public: str) -> Path:
     raise AssertionError(f"no load balancer holds {public}")
 
 
+@pytest.fixture
+def web_servers(clusters, apis, tmp_path):
+    """An HTTP server on port 8080 of every host of both clusters, answering with the host's name
+    (stopped by PID at the end)."""
+    fabric = clusters["fabric"]
+    started = []
+    try:
+        for who in ("demo", "rival"):
+            for host in _hosts_of(apis, clusters[who]["uuid"]):
+                folder = tmp_path / host
+                folder.mkdir()
+                (folder / "index.html").write_text(host)
+                address = apis["admin"]("GET", f"/v1/hosts/{host}")["network"]["address"]
+                started.append((host, subprocess.Popen(
+                    ["ip", "netns", "exec", fabric.host(host).namespace, sys.executable, "-m",
+                     "http.server", "8080", "--bind", address, "--directory", str(folder)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        yield dict(started)
+    finally:
+        for _, proc in started:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _get(namespace: str, url: str) -> str | None:
+    proc = subprocess.run(["ip", "netns", "exec", namespace, "curl", "-s", "--max-time", "3", url],
+                          capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def test_load_balancers_reach_only_their_projects_hosts_and_survive_failures(box, clusters, apis,
+                                                                               web_servers):
+    """A load balancer per project, TCP 80 → 8080, the project's cluster's hosts as members (the
+    same addresses in both projects): from the outside world each VIP reaches only its own
+    project's hosts, spread over both; a member stopped is taken out within the health check's
+    interval × retries; its HAProxy killed, the conductor makes it again."""
+    outside = _status(box)["public_namespace"]
+    made = {}
+    for who in ("demo", "rival"):
+        made[who] = apis[who]("POST", "/v1/loadbalancers", json={
+            "name": "web", "cluster": clusters[who]["uuid"],
+            "listeners": [{"protocol": "TCP", "port": 80, "member_port": 8080}],
+            "health_check": {"interval": 1, "retries": 2}})
+    for who, lb in made.items():
+        made[who] = wait_for(
+            lambda who=who, lb=lb: (x := apis[who]("GET", f"/v1/loadbalancers/{lb['id']}"))
+            ["operating_status"] == "ONLINE" and x, timeout=120, interval=1,
+            what=f"{who}'s load balancer ONLINE")
+        assert made[who]["provisioning_status"] == "ACTIVE"
+    # the other project sees nothing of it
+    apis["rival"]("GET", f"/v1/loadbalancers/{made['demo']['id']}", expect=(404,))
+    assert made["demo"]["vip_address"] != made["rival"]["vip_address"]
+    for who in ("demo", "rival"):
+        mine = set(_hosts_of(apis, clusters[who]["uuid"]))
+        assert {m["address"] for m in made[who]["members"]} == {
+            apis["admin"]("GET", f"/v1/hosts/{h}")["network"]["address"] for h in mine}
+        answers = [_get(outside, f"http://{made[who]['vip_address']}/") for _ in range(12)]
+        assert set(answers) == mine, (who, answers)  # both, and nobody else's
+
+    lb = made["demo"]
+    stopped, kept = sorted(_hosts_of(apis, clusters["demo"]["uuid"]))
+    web_servers[stopped].terminate()
+    web_servers[stopped].wait(timeout=10)
+    time.sleep(1 * 2 + 1)  # the health check's interval × retries, and a second
+    answers = [_get(outside, f"http://{lb['vip_address']}/") for _ in range(12)]
+    assert answers == [kept] * 12, answers  # no request failed, none went to the stopped one
+    wait_for(lambda: apis["demo"]("GET", f"/v1/loadbalancers/{lb['id']}")["operating_status"]
+             == "DEGRADED", timeout=30, what="the load balancer DEGRADED")
+
+    folder = next(f for f in (box.state_dir / "loadbalancers").iterdir()
+                  if f" {lb['vip_address']}/" in subprocess.run(
+                      ["ip", "-n", json.loads((f / "record.json").read_text())["namespace"], "-4",
+                       "-o", "addr", "show", "dev", "pub0"], capture_output=True, text=True).stdout)
+    old = int((folder / "haproxy.pid").read_text().split()[0])
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: _get(outside, f"http://{lb['vip_address']}/") == kept, timeout=60,
+             interval=1, what="the load balancer restored")
+    assert int((folder / "haproxy.pid").read_text().split()[0]) != old
+
+    for who, lb in made.items():
+        apis[who]("DELETE", f"/v1/loadbalancers/{lb['id']}", expect=(204,))
+    wait_for(lambda: not any(apis[w]("GET", "/v1/loadbalancers")["loadbalancers"]
+                             for w in made), timeout=60, what="load balancers deleted")
+    assert not folder.exists()
+    assert _get(outside, f"http://{lb['vip_address']}/") is None
+
+
 def test_a_certificate_of_another_clusters_ca_is_refused(clusters, tmp_path):
     demo, rival = clusters["demo"], clusters["rival"]
     mine = yaml.safe_load(demo["kubeconfig"].read_text())
@@ -217,6 +305,22 @@ def test_another_project_gets_neither_certificates_nor_a_kubeconfig(clusters, ap
     config = yaml.safe_load(clusters["demo"]["kubeconfig"].read_text())
     served = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
     assert served.decode().strip() == ca.strip()  # the CA the API server was started with
+
+
+def test_a_resize_removes_and_adds_nodes(clusters, apis):
+    """Scaled down, the worker leaves Kubernetes (drained, its Node deleted) before its host is
+    cleaned; scaled up, a new host joins and its Node is Ready before UPDATE_COMPLETE."""
+    c = clusters["demo"]
+    leaving = c["worker"]
+    apis["demo"]("POST", f"/v1/clusters/{c['uuid']}/actions/resize", json={"node_count": 0})
+    _complete(apis["demo"], c["uuid"])
+    assert list(_nodes(c)) == [h for h in c["hosts"] if h != leaving]
+    apis["demo"]("POST", f"/v1/clusters/{c['uuid']}/actions/resize", json={"node_count": 1})
+    _complete(apis["demo"], c["uuid"])
+    hosts = _hosts_of(apis, c["uuid"])
+    nodes = _nodes(c)
+    assert sorted(nodes) == hosts and set(nodes.values()) == {"True"}, nodes
+    c["hosts"] = sorted(set(c["hosts"]) | set(hosts))  # all of them must end up bare
 
 
 def test_a_stopped_worker_turns_not_ready_and_back(clusters):

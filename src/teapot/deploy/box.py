@@ -190,6 +190,8 @@ class Box:
             missing.append("ip (Debian package iproute2)")
         if not shutil.which("ethtool"):
             missing.append("ethtool (Debian package ethtool)")
+        if not shutil.which("haproxy"):
+            missing.append("HAProxy (Debian package haproxy), which runs clusters' endpoints")
         if missing:
             raise DeployError(f"the box's switch needs {' and '.join(missing)}, not installed here; "
                               "install it (make install does) or run without a switch: "

@@ -88,7 +88,11 @@ def parse(body: dict, subnet_cidr: str, cluster_uuid: str | None) -> LoadBalance
     network = ipaddress.IPv4Network(subnet_cidr)
     members = []
     for i, m in enumerate(body.get("members") or ()):
-        address = ipaddress.IPv4Address(m["address"])
+        try:
+            address = ipaddress.IPv4Address(m["address"])
+        except ValueError:
+            raise ValidationError(f"members[{i}].address",
+                                  f"{m['address']!r} is not an IPv4 address") from None
         if address not in network:
             raise ValidationError(f"members[{i}].address",
                                   f"{address} is not on the load balancer's network ({network})")
