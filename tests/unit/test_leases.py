@@ -8,6 +8,7 @@ import time
 import pytest
 
 from teapot.db import hosts as host_db
+from teapot.db import leases
 from teapot.db.engine import make_engine, make_sessionmaker
 from teapot.db.models import Host
 from teapot.resources import host as hsm
@@ -218,3 +219,48 @@ def test_remove_needs_the_lease(sm):
     assert host_db.acquire_lease(sm, host_id, "conductor-a", 30)
     host_db.remove(sm, host_id, "conductor-a")
     assert _load(sm, host_id) is None
+
+
+def test_a_reconcile_that_raises_is_retried_later_each_time_later(sm):
+    """A bug in a reconciler never turns into a hot loop: the object is looked at again after a
+    delay that doubles with each failure in a row, and a success forgets the failures."""
+    import time as clock
+
+    from teapot.conductor.loop import Loop
+    from teapot.db.models import Network
+
+    with sm.begin() as session:
+        session.add(Network(uuid="n-1", name="n", project_id="p", vlan_id=100, status="creating",
+                            created_at=0.0))
+    with sm() as session:
+        net_id = session.query(Network.id).scalar()
+
+    class Broken:
+        kind, model = "network", Network
+        calls = 0
+
+        def __init__(self):
+            self.sm = sm
+
+        def due(self, now, limit):
+            return leases.due(sm, Network, now, limit)
+
+        def refresh(self):
+            pass
+
+        def reconcile(self, object_id):
+            Broken.calls += 1
+            raise ValueError("a bug")
+
+    broken = Broken()
+    loop = Loop([broken], workers=1, poll_interval=0.01)
+    try:
+        delays = []
+        for _ in range(3):
+            loop._guarded(broken, net_id)
+            with sm() as session:
+                delays.append(session.get(Network, net_id).next_attempt_at - clock.time())
+            assert loop.tick() == 0  # not due again at once
+        assert [round(d) for d in delays] == [2, 4, 8] and Broken.calls == 3
+    finally:
+        loop.pool.shutdown()

@@ -52,6 +52,7 @@ def template_image(template: ClusterTemplate) -> dict:
 
 class ClusterReconciler:
     kind = "cluster"
+    model = Cluster  # what the loop defers when a reconcile raises
 
     def __init__(self, sm: sessionmaker, fernet: Fernet, owner: str, timing: Timing,
                  management=None, readiness: str = "kubernetes", networks: bool = False,

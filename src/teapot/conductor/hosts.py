@@ -30,6 +30,7 @@ class Timing:
 
 class HostReconciler:
     kind = "host"
+    model = Host  # what the loop defers when a reconcile raises
 
     def __init__(self, sm: sessionmaker, provisioner: Provisioner, fernet: Fernet, owner: str,
                  timing: Timing, vlans: nsm.Vlans | None = None):

@@ -27,6 +27,7 @@ HEALTH_EVERY = 5.0  # seconds between looks at the health checks of a running lo
 
 class LoadBalancerReconciler:
     kind = "loadbalancer"
+    model = LoadBalancer  # what the loop defers when a reconcile raises
 
     def __init__(self, sm: sessionmaker, driver, owner: str, timing: Timing,
                  default_subnet: nsm.Subnet):

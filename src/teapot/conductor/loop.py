@@ -13,10 +13,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from teapot.db import leases
 from teapot.observability.logs import RECONCILING
 from teapot.observability.metrics import ConductorMetrics
 
 LOG = logging.getLogger(__name__)
+MAX_BACKOFF = 300.0  # seconds: the longest wait before a reconcile that keeps raising is retried
 
 
 def default_id() -> str:
@@ -33,6 +35,7 @@ class Loop:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self.workers = workers
         self.inflight: dict[tuple[str, int], Future] = {}
+        self.failures: dict[tuple[str, int], int] = {}  # reconciles in a row that raised
         self.stopping = threading.Event()
 
     def tick(self) -> int:
@@ -61,12 +64,30 @@ class Loop:
 
     def _guarded(self, reconciler, object_id: int) -> None:
         token = RECONCILING.set(f"{reconciler.kind} {object_id}")
+        key = (reconciler.kind, object_id)
         try:
             self.metrics.reconciled(reconciler.kind, lambda: reconciler.reconcile(object_id))
+            self.failures.pop(key, None)
         except Exception:
-            LOG.exception("%s %s: reconcile failed", reconciler.kind, object_id)
+            count = self.failures[key] = self.failures.get(key, 0) + 1
+            delay = min(MAX_BACKOFF, 2.0 ** min(count, 16))
+            LOG.exception("%s %s: reconcile failed (%d in a row; again in %.0f s)",
+                          reconciler.kind, object_id, count, delay)
+            self._defer(reconciler, object_id, delay)
         finally:
             RECONCILING.reset(token)
+
+    @staticmethod
+    def _defer(reconciler, object_id: int, delay: float) -> None:
+        """A reconcile that raised is tried again later, with a growing delay: never in a hot
+        loop, whatever the bug."""
+        model, sm = getattr(reconciler, "model", None), getattr(reconciler, "sm", None)
+        if model is None or sm is None:
+            return
+        try:
+            leases.defer(sm, model, object_id, delay)
+        except Exception as e:  # noqa: BLE001 - the database itself may be what fails
+            LOG.warning("%s %s: could not defer it: %s", reconciler.kind, object_id, e)
 
     def run(self) -> None:
         while not self.stopping.is_set():

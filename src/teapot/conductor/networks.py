@@ -71,6 +71,7 @@ class NeutronRegistry:
 
 class NetworkReconciler:
     kind = "network"
+    model = Network  # what the loop defers when a reconcile raises
 
     def __init__(self, sm: sessionmaker, switches, owner: str, timing: Timing,
                  registry: Registry | None = None):

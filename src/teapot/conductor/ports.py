@@ -47,6 +47,7 @@ def wanted_ports(session, mac: str, vlans: nsm.Vlans) -> list[tuple[int, str, st
 
 class PortReconciler:
     kind = "switch"
+    model = Switch  # what the loop defers when a reconcile raises
 
     def __init__(self, sm: sessionmaker, switches: list[inventory.SwitchEntry], vlans: nsm.Vlans,
                  owner: str, timing: Timing, poll: float = 0.5, connect=inventory.connect):

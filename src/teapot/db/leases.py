@@ -35,6 +35,13 @@ def acquire(sm: sessionmaker, model, object_id: int, owner: str, seconds: float)
         return result.rowcount == 1
 
 
+def defer(sm: sessionmaker, model, object_id: int, seconds: float) -> None:
+    """Look at the object again in `seconds`, not before (whoever holds its lease)."""
+    with sm.begin() as session:
+        session.execute(update(model).where(model.id == object_id)
+                        .values(next_attempt_at=time.time() + seconds))
+
+
 def release(sm: sessionmaker, model, object_id: int, owner: str) -> None:
     with sm.begin() as session:
         session.execute(
