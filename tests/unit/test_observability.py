@@ -364,7 +364,7 @@ def test_loop_counts_reconciles_errors_and_durations_by_kind(json_log):
     entries = [json.loads(line) for line in json_log.getvalue().splitlines()]
     reconciling = {e.get("reconciling") for e in entries if e["message"] == "working"}
     assert reconciling == {"host 1", "host 2", "host 3", "cluster 7"}
-    failed = [e for e in entries if e["message"] == "host 2: reconcile failed"]
+    failed = [e for e in entries if e["message"].startswith("host 2: reconcile failed (1 in a row")]
     assert failed and "RuntimeError: host 2 broke" in failed[0]["exception"]
 
 
