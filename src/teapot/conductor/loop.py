@@ -46,8 +46,12 @@ class Loop:
             free = self.workers - len(self.inflight)
             if free <= 0:
                 break
-            ids = [i for i in reconciler.due(time.time(), free + len(self.inflight))
-                   if (reconciler.kind, i) not in self.inflight][:free]
+            try:
+                due = reconciler.due(time.time(), free + len(self.inflight))
+            except Exception as e:  # noqa: BLE001 - one kind's trouble never stops the others
+                LOG.warning("%s: could not look for work: %s", reconciler.kind, e)
+                continue
+            ids = [i for i in due if (reconciler.kind, i) not in self.inflight][:free]
             if not ids:
                 continue
             try:

@@ -63,7 +63,7 @@ def make_image(directory: Path) -> Image:
     bin_dir.mkdir(parents=True, exist_ok=True)
     kubeadm = bin_dir / "kubeadm"
     kubeadm.write_text(f"#!/bin/sh\nexec {sys.executable} -m teapot.emulated.kubeadm \"$@\"\n")
-    kubeadm.chmod(0o755)
+    kubeadm.chmod(0o700)  # the state directory is its owner's only
     kubectl = bin_dir / "kubectl"
     kubectl.unlink(missing_ok=True)
     if built:
