@@ -130,7 +130,7 @@ def test_the_box_serves_while_the_conductor_crash_loops(sup_box, demo, template)
     pid = wait_for(lambda: _live_pid(box, "teapot-conductor", killed), timeout=60,
                    what="the conductor back")
     cluster = wait_for(lambda: (c := demo.clusters.get(created.uuid)).status in
-                       ("CREATE_COMPLETE", "CREATE_FAILED") and c, timeout=180, what="cluster done")
+                       ("CREATE_COMPLETE", "CREATE_FAILED") and c, timeout=420, what="cluster done")
     assert cluster.status == "CREATE_COMPLETE", cluster.status_reason
     assert _alive(pid)
     assert wait_for(lambda: _status(box)["box"][0] == "ok", timeout=30, what="the box ok again")
