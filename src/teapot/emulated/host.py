@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from teapot.emulated import cloudinit
+from teapot.net.fabric import stop_namespaces
 
 LOG = logging.getLogger(__name__)
 MOUNTS = ("/etc/kubernetes", "/var/lib/kubelet", "/var/lib/etcd")
@@ -164,27 +165,9 @@ class EmulatedHost:
         return self.kubelet.poll() if self.kubelet is not None else None
 
     # -- stopping --------------------------------------------------------------------------------
-    def pids(self) -> list[int]:
-        proc = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True,
-                              text=True)
-        return [int(p) for p in proc.stdout.split()]
-
     def power_off(self, timeout: float = 15.0) -> None:
         """Every process in the host's namespace stops (SIGTERM, then SIGKILL)."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = self.pids()
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + timeout
-            while pids and time.monotonic() < deadline:
-                _reap()
-                pids = self.pids()
-                time.sleep(0.1)
-            if not pids:
-                break
+        stop_namespaces([self.namespace], timeout, waiting=_reap)
         if self.kubelet is not None:
             try:
                 self.kubelet.wait(timeout=1)

@@ -241,7 +241,7 @@ class Fabric:
                              ("ovsdb-server", "ovsdb-server")):
             pidfile = (self.ssh_dir if name == "sshd" else self.run_dir) / f"{name}.pid"
             _stop_pid(pidfile, binary)
-        _stop_namespaces(self.state.namespaces)
+        stop_namespaces(self.state.namespaces)
         for ns in reversed(self.state.namespaces):
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         self.state.namespaces = []
@@ -443,10 +443,10 @@ class Fabric:
                               check=check, timeout=timeout)
 
 
-def _stop_namespaces(namespaces: list[str], timeout: float = 5.0) -> None:
+def stop_namespaces(namespaces: list[str], timeout: float = 5.0, waiting=None) -> None:
     """Whatever still runs inside the namespaces (an emulated host's programs whose service did
     not stop them): SIGTERM, then SIGKILL. A deleted namespace would otherwise live on, unseen,
-    for as long as they do."""
+    for as long as they do. `waiting` is called while they stop (to reap one's own children)."""
     def pids() -> list[int]:
         out = []
         for ns in namespaces:
@@ -463,6 +463,8 @@ def _stop_namespaces(namespaces: list[str], timeout: float = 5.0) -> None:
                 pass
         deadline = time.monotonic() + timeout
         while running and time.monotonic() < deadline:
+            if waiting is not None:
+                waiting()
             time.sleep(0.1)
             running = pids()
         if not running:
