@@ -57,6 +57,13 @@ def apis(box):
             "clouds": clouds_file}
 
 
+def _openstack_env(apis) -> dict[str, str]:
+    """The environment of `openstack` as a user's shell has it: the clouds file, and SHELL, which
+    `coe cluster config` reads to print its export line (CI runs without one)."""
+    return {**os.environ, "OS_CLIENT_CONFIG_FILE": str(apis["clouds"]),
+            "SHELL": os.environ.get("SHELL", "/bin/sh")}
+
+
 @pytest.fixture(scope="module")
 def clusters(box, apis, tmp_path_factory):
     """{"demo": {...}, "rival": {...}}: each with uuid, hosts, the master and worker, and the
@@ -82,10 +89,11 @@ def clusters(box, apis, tmp_path_factory):
             c["worker"] = next(h for h, a in c["addresses"].items() if a != c["master"])
             folder = tmp_path_factory.mktemp(f"kube-{who}")
             cloud = "teapot-demo" if who == "demo" else "kube-rival"
-            subprocess.run([OPENSTACK, "--os-cloud", cloud, "coe", "cluster", "config",
-                            c["uuid"], "--dir", str(folder), "--force"], check=True,
-                           env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(apis["clouds"])},
-                           capture_output=True, text=True, timeout=120)
+            proc = subprocess.run([OPENSTACK, "--os-cloud", cloud, "coe", "cluster", "config",
+                                   c["uuid"], "--dir", str(folder), "--force"],
+                                  env=_openstack_env(apis),
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
             c["kubeconfig"] = folder / "config"
         yield {"fabric": fabric, **made}
     finally:
@@ -298,7 +306,7 @@ def test_another_project_gets_neither_certificates_nor_a_kubeconfig(clusters, ap
     apis["rival"]("GET", f"/v1/certificates/{uuid}", expect=(404,))
     proc = subprocess.run([OPENSTACK, "--os-cloud", "kube-rival", "coe", "cluster", "config",
                            uuid, "--dir", "/nonexistent"], capture_output=True, text=True,
-                          env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(apis["clouds"])},
+                          env=_openstack_env(apis),
                           timeout=120)
     assert proc.returncode != 0 and "404" in proc.stderr + proc.stdout
     ca = apis["demo"]("GET", f"/v1/certificates/{uuid}")["pem"]
