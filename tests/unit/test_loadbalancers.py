@@ -82,8 +82,6 @@ def test_members_create_readers_read_nothing_crosses_projects(lb_client):
      "members[0].address", "not on the load balancer's network (10.20.0.0/24)"),
     ({"listeners": LISTENER, "members": [{"address": "10.20.0.2"}, {"address": "10.20.0.2"}]},
      "members[1].address", "a member already"),
-    ({"listeners": LISTENER}, "members", "needs members or a cluster"),
-    ({"listeners": [], "members": [{"address": "10.20.0.2"}]}, "listeners", ""),
     ({"listeners": [{"port": 80}, {"port": 80}], "members": [{"address": "10.20.0.2"}]},
      "listeners[1].port", "already"),
     ({"listeners": [{"port": 70000}], "members": [{"address": "10.20.0.2"}]},
@@ -99,6 +97,55 @@ def test_bad_requests_name_the_field_and_write_nothing(lb_client, sm, body, fiel
     assert detail.startswith(field) and words in detail, detail
     with sm() as session:
         assert session.scalar(select(func.count(LoadBalancer.id))) == 0
+
+
+def test_an_empty_load_balancer_is_filled_later_by_its_project_only(lb_client, sm):
+    """Octavia's order: a load balancer with no listener and no member, then PATCH; each field it
+    names replaces the load balancer's; the reader and another project change nothing."""
+    made = call(lb_client, "alice", "POST", "/v1/loadbalancers", json={"name": "empty"})
+    assert made.status_code == 201, made.text
+    lb = made.json()
+    assert (lb["listeners"], lb["members"]) == ([], [])
+    path = f"/v1/loadbalancers/{lb['id']}"
+    change = {"listeners": LISTENER, "members": [{"address": "10.20.0.2"}]}
+    assert call(lb_client, "rita", "PATCH", path, json=change).status_code == 403
+    assert call(lb_client, "bob", "PATCH", path, json=change).status_code == 404
+    with sm() as session:
+        assert session.scalars(select(LoadBalancer)).one().spec["listeners"] == []
+    changed = call(lb_client, "alice", "PATCH", path, json=change)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["provisioning_status"] == "PENDING_UPDATE"
+    assert changed.json()["listeners"] == LISTENER
+    # only the members: the listeners stay
+    again = call(lb_client, "alice", "PATCH", path, json={"members": [{"address": "10.20.0.3"}]})
+    assert again.json()["listeners"] == LISTENER
+    assert [m["address"] for m in again.json()["members"]] == ["10.20.0.3"]
+    with sm() as session:
+        row = session.scalars(select(LoadBalancer)).one()
+        assert row.generation == 3 and row.spec["members"] == ["10.20.0.3"]
+    for bad, field in (({"members": [{"address": "10.99.0.1"}]}, "members[0].address"),
+                       ({"listeners": [{"port": 80, "protocol": "UDP"}]}, "listeners[0].protocol"),
+                       ({}, "")):
+        refused = call(lb_client, "alice", "PATCH", path, json=bad)
+        assert refused.status_code == 400, refused.text
+        assert field in refused.json()["errors"][0]["detail"]
+    with sm() as session:  # nothing half-written
+        assert session.scalars(select(LoadBalancer)).one().generation == 3
+    assert call(lb_client, "alice", "DELETE", path).status_code == 204
+    assert call(lb_client, "alice", "PATCH", path, json=change).status_code == 409
+
+
+def test_administrators_make_load_balancers_in_other_projects(lb_client):
+    """As Octavia's provider driver does for its users; members may not."""
+    made = call(lb_client, "admin", "POST", "/v1/loadbalancers",
+                json={"name": "for-bob", "project_id": "p-two"})
+    assert made.status_code == 201, made.text
+    assert made.json()["project_id"] == "p-two"
+    assert [x["name"] for x in call(lb_client, "bob", "GET", "/v1/loadbalancers").json()
+            ["loadbalancers"]] == ["for-bob"]
+    refused = call(lb_client, "alice", "POST", "/v1/loadbalancers",
+                   json={"name": "for-bob", "project_id": "p-two"})
+    assert refused.status_code == 403 and "teapot:loadbalancer:create_any" in refused.text
 
 
 def test_without_a_data_plane_the_cloud_says_so(tmp_path, db_url):

@@ -100,6 +100,10 @@ LOADBALANCER_RULES = [
         ("get_any", "rule:admin", "See every project's load balancers", "/v1/loadbalancers",
          "GET"),
         ("create", "rule:admin_or_member", "Create a load balancer", "/v1/loadbalancers", "POST"),
+        ("create_any", "rule:admin", "Create a load balancer in another project",
+         "/v1/loadbalancers", "POST"),
+        ("update", "rule:admin_or_member", "Change a load balancer", "/v1/loadbalancers/{lb}",
+         "PATCH"),
         ("delete", "rule:admin_or_member", "Delete a load balancer", "/v1/loadbalancers/{lb}",
          "DELETE"),
     ]

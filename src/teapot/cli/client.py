@@ -105,6 +105,9 @@ class TeapotClient:
     def create_loadbalancer(self, body: dict) -> dict:
         return self._call("POST", "/loadbalancers", json=body)
 
+    def update_loadbalancer(self, ident: str, body: dict) -> dict:
+        return self._call("PATCH", f"/loadbalancers/{ident}", json=body)
+
     def delete_loadbalancer(self, ident: str) -> None:
         self._call("DELETE", f"/loadbalancers/{ident}")
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "loadbalancer list": "teapot.cli.loadbalancer:ListLoadBalancers",
     "loadbalancer show": "teapot.cli.loadbalancer:ShowLoadBalancer",
     "loadbalancer create": "teapot.cli.loadbalancer:CreateLoadBalancer",
+    "loadbalancer set": "teapot.cli.loadbalancer:SetLoadBalancer",
     "loadbalancer delete": "teapot.cli.loadbalancer:DeleteLoadBalancer",
     "volume list": "teapot.cli.volume:ListAttachments",
     "volume attach": "teapot.cli.volume:Attach",

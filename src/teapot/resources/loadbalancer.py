@@ -83,8 +83,6 @@ def parse(body: dict, subnet_cidr: str, cluster_uuid: str | None) -> LoadBalance
             raise ValidationError(f"listeners[{i}].port", f"{port} is already a listener's port")
         ports.add(port)
         listeners.append(ListenerSpec(protocol, port, x.get("member_port") or port))
-    if not listeners:
-        raise ValidationError("listeners", "a load balancer needs at least one listener")
     network = ipaddress.IPv4Network(subnet_cidr)
     members = []
     for i, m in enumerate(body.get("members") or ()):
@@ -99,12 +97,23 @@ def parse(body: dict, subnet_cidr: str, cluster_uuid: str | None) -> LoadBalance
         if str(address) in members:
             raise ValidationError(f"members[{i}].address", f"{address} is a member already")
         members.append(str(address))
-    if not members and cluster_uuid is None:
-        raise ValidationError("members", "a load balancer needs members or a cluster")
     check = body.get("health_check") or {}
     return LoadBalancerSpec(tuple(listeners), tuple(members), cluster_uuid,
                             HealthCheck(float(check.get("interval", 2)),
                                         int(check.get("retries", 2))))
+
+
+def merged(record: dict, change: dict) -> dict:
+    """An update request's whole load balancer, as a create request's body: what `change` names
+    replaces what the load balancer has; the rest stays."""
+    spec = LoadBalancerSpec.from_record(record)
+    out = {"listeners": [{"protocol": x.protocol, "port": x.port, "member_port": x.member_port}
+                         for x in spec.listeners],
+           "members": [{"address": a} for a in spec.members],
+           "health_check": {"interval": spec.health_check.interval,
+                            "retries": spec.health_check.retries}}
+    out.update({k: v for k, v in change.items() if k in out})
+    return out
 
 
 # -- the state machine -------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """/v1/loadbalancers: a project's load balancers. Members create and delete their project's, readers
-read them; another project's load balancer is a 404; administrators see every project's. The
-conductor allocates the VIP and runs the data plane: a new load balancer is PENDING_CREATE until
-then, as Octavia's are."""
+read them; another project's load balancer is a 404; administrators see every project's and may
+make one in another project (`project_id`, as Octavia's API allows them; its provider driver does).
+A load balancer may start with no listener and no member (Octavia's order) and be changed later:
+PATCH replaces what it names. The conductor allocates the VIP and runs the data plane: a new load
+balancer is PENDING_CREATE (a changed one PENDING_UPDATE) until then, as Octavia's are."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from teapot.db import clusters as cdb
 from teapot.db import networks as ndb
 from teapot.db import pagination
 from teapot.db.hosts import NotFound, _is_uuid
-from teapot.db.models import LoadBalancer
+from teapot.db.models import LoadBalancer, Network
 from teapot.resources import loadbalancer as lbr
 from teapot.resources.errors import ValidationError
 
@@ -106,6 +108,9 @@ def show_loadbalancer(request: Request) -> Response:
 def create_loadbalancer(request: Request) -> Response:
     spec = body(request)
     project = identity(request).project_id
+    if spec.get("project_id") and spec["project_id"] != project:
+        authorize(request, "teapot:loadbalancer:create_any")
+        project = spec["project_id"]
     if not project:
         raise APIError(403, "load balancers need a project-scoped token")
     if not request.app.state.networks_enabled or not request.app.state.loadbalancers_enabled:
@@ -152,6 +157,30 @@ def create_loadbalancer(request: Request) -> Response:
     return FastJSONResponse(out, status_code=201)
 
 
+def update_loadbalancer(request: Request) -> Response:
+    change = body(request)
+    project = _scope(request)
+    with request.app.state.sessionmaker.begin() as session:
+        row = _get(session, request.path_params["ident"], project)
+        authorize(request, "teapot:loadbalancer:update", {"project_id": row.project_id})
+        if row.deleting:
+            raise APIError(409, f"load balancer {row.name} is being deleted")
+        network = session.scalars(select(Network).where(Network.uuid == row.network_uuid)).one()
+        subnet = ndb.subnet_of(network, request.app.state.default_subnet)
+        parsed = lbr.parse(lbr.merged(row.spec, change), subnet.cidr, row.spec.get("cluster"))
+        if "description" in change:
+            row.description = change["description"] or ""
+        if parsed.record() != row.spec:
+            row.spec = parsed.record()
+            row.provisioning_status = lbr.PENDING_UPDATE
+            row.generation += 1
+            row.next_attempt_at = 0.0
+        row.updated_at = time.time()
+        session.flush()
+        out = view(row, request.app.state.base_url(request))
+    return FastJSONResponse(out)
+
+
 def delete_loadbalancer(request: Request) -> Response:
     project = _scope(request)
     with request.app.state.sessionmaker.begin() as session:
@@ -174,6 +203,9 @@ OPERATIONS = [
               {201: schemas.LOADBALANCER}, body=schemas.CREATE, rule="teapot:loadbalancer:create"),
     Operation("GET", "/v1/loadbalancers/{ident}", show_loadbalancer, "Show a load balancer",
               "loadbalancers", {200: schemas.LOADBALANCER}),
+    Operation("PATCH", "/v1/loadbalancers/{ident}", update_loadbalancer,
+              "Change a load balancer's listeners, members or health check", "loadbalancers",
+              {200: schemas.LOADBALANCER}, body=schemas.UPDATE),
     Operation("DELETE", "/v1/loadbalancers/{ident}", delete_loadbalancer,
               "Delete a load balancer", "loadbalancers", {204: None}),
 ]

@@ -21,10 +21,18 @@ CREATE = obj({
     "network": string(255, 1, description="the tenant network (name or uuid; default: the "
                                           "project's default network)"),
     "cluster": string(255, 1, description="a cluster on that network: its hosts are members"),
-    "listeners": array(LISTENER, lbr.MAX_LISTENERS, minItems=1),
+    "listeners": array(LISTENER, lbr.MAX_LISTENERS),
     "members": array(MEMBER, lbr.MAX_MEMBERS),
     "health_check": HEALTH_CHECK,
-}, ("name", "listeners"))
+    "project_id": string(64, 1, description="administrators only: the project it is made in "
+                                            "(default: the token's)"),
+}, ("name",))
+UPDATE = {**obj({"description": nullable(string(1024)),
+                 "listeners": array(LISTENER, lbr.MAX_LISTENERS),
+                 "members": array(MEMBER, lbr.MAX_MEMBERS),
+                 "health_check": HEALTH_CHECK}),
+          "minProperties": 1,
+          "description": "what it names replaces what the load balancer has; the rest stays"}
 PROVISIONING = {"type": "string", "enum": [lbr.PENDING_CREATE, lbr.PENDING_UPDATE,
                                            lbr.PENDING_DELETE, lbr.ACTIVE, lbr.ERROR]}
 OPERATING = {"type": "string", "enum": [lbr.ONLINE, lbr.DEGRADED, lbr.OFFLINE, lbr.OP_ERROR,
