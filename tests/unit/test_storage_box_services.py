@@ -8,13 +8,13 @@ from pathlib import Path
 
 import yaml
 
-from teapot.deploy.box import DEFAULT_PORTS, NEUTRON_PORTS, STORAGE_PORTS, Box
+from teapot.deploy.box import DEFAULT_PORTS, NEUTRON_PORTS, OCTAVIA_PORTS, STORAGE_PORTS, Box
 from teapot.deploy.secrets import SecretStore
 from teapot.deploy.service import levels
 from teapot.deploy.services import barbican, box, ceph, cinder, infrastructure, manila
 from teapot.deploy.targets.local import LocalContext
 
-PORTS = {**DEFAULT_PORTS, **NEUTRON_PORTS, **STORAGE_PORTS}
+PORTS = {**DEFAULT_PORTS, **NEUTRON_PORTS, **OCTAVIA_PORTS, **STORAGE_PORTS}
 STORAGE = {"epmd", "rabbitmq", "ceph-mon", "ceph-mgr", "ceph-osd", "ceph-mds", "rgw",
            "manila-api", "manila-scheduler", "manila-share", "cinder-api", "cinder-scheduler",
            "cinder-volume", "barbican-api"}

@@ -33,6 +33,14 @@ class Up(Command):
                                  "$TEAPOT_WITH_NEUTRON, or as last time, off at first)")
         parser.add_argument("--without-neutron", dest="neutron", action="store_const",
                             const=False, help="Run without Neutron again")
+        parser.add_argument("--with-octavia", dest="octavia", action="store_const", const=True,
+                            default=True if os.environ.get("TEAPOT_WITH_OCTAVIA") else None,
+                            help="Also run Octavia's API (and MariaDB for it) with Teapot's "
+                                 "provider driver: `openstack loadbalancer create --provider "
+                                 "teapot` makes Teapot load balancers (remembered; default: "
+                                 "$TEAPOT_WITH_OCTAVIA, or as last time, off at first)")
+        parser.add_argument("--without-octavia", dest="octavia", action="store_const",
+                            const=False, help="Run without Octavia again")
         parser.add_argument("--storage", dest="storage", action="store_const", const=True,
                             default=True if os.environ.get("TEAPOT_STORAGE") else None,
                             help="Also run shared storage: Ceph (with RADOS Gateway for S3 and "
@@ -55,6 +63,6 @@ class Up(Command):
 
         code = box.run(Path(args.state_dir), args.hosts, args.port_base, say,
                        max_restart_delay=args.max_restart_delay, switch=args.switch,
-                       neutron=args.neutron, storage=args.storage)
+                       neutron=args.neutron, storage=args.storage, octavia=args.octavia)
         if code:
             raise SystemExit(code)

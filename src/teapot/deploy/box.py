@@ -50,6 +50,8 @@ DEFAULT_PORTS = {"keystone": 5000, "ironic": 6385, "sushy-emulator": 8000, "teap
 # With Neutron (`teapot up --with-neutron`): its API and the MariaDB its migrations need (not on
 # 3306, where the machine's own MariaDB may listen).
 NEUTRON_PORTS = {"mariadb": 13306, "neutron-server": 9696}
+# With Octavia (`teapot up --with-octavia`): its API (and MariaDB, as above).
+OCTAVIA_PORTS = {"octavia-api": 9876}
 # With storage (`teapot up --storage`): RabbitMQ (and Erlang's port mapper), Ceph, RADOS Gateway,
 # Manila, Cinder and Barbican. The Ceph daemons other than the monitor take CEPH_DAEMON_PORT_COUNT
 # ports from "ceph-daemons" on, which comes last.
@@ -65,7 +67,7 @@ CLOUDS = {"teapot-admin": ("admin", "admin", "admin-password"),
 class Box:
     def __init__(self, state_dir: Path, hosts: int | None = None, port_base: int | None = None,
                  say=print, switch: bool = True, neutron: bool | None = None,
-                 storage: bool | None = None):
+                 storage: bool | None = None, octavia: bool | None = None):
         self.state_dir = state_dir.resolve()
         self.switch = switch
         self.say = say
@@ -76,15 +78,24 @@ class Box:
         settings_file = self.state_dir / "box.yaml"
         saved = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
         # a state directory from before a service had a port gets its default port
-        ports = {**DEFAULT_PORTS, **NEUTRON_PORTS, **STORAGE_PORTS, **(saved.get("ports") or {})}
+        ports = {**DEFAULT_PORTS, **NEUTRON_PORTS, **OCTAVIA_PORTS, **STORAGE_PORTS,
+                 **(saved.get("ports") or {})}
         if port_base is not None:
             ports = {name: port_base + i
-                     for i, name in enumerate({**DEFAULT_PORTS, **NEUTRON_PORTS,
+                     for i, name in enumerate({**DEFAULT_PORTS, **NEUTRON_PORTS, **OCTAVIA_PORTS,
                                                **STORAGE_PORTS})}
         self.hosts = hosts if hosts is not None else int(saved.get("hosts", 4))
         if self.hosts < 0:
             raise DeployError("--hosts must be 0 or more")
-        self.neutron = neutron if neutron is not None else bool(saved.get("neutron", False))
+        self.octavia = octavia if octavia is not None else bool(saved.get("octavia", False))
+        if self.octavia and (not switch or neutron is False):
+            raise DeployError("--with-octavia needs the switch and Neutron: Teapot's load "
+                              "balancers are on tenant networks, which Octavia's clients find in "
+                              "Neutron (run without --no-switch and --without-neutron, or "
+                              "--without-octavia)")
+        # Octavia's clients look the VIP network up in Neutron: Octavia brings Neutron along.
+        self.neutron = (neutron if neutron is not None else
+                        self.octavia or bool(saved.get("neutron", False)))
         self.storage = storage if storage is not None else bool(saved.get("storage", False))
         self.had_storage = bool(saved.get("storage", False))  # its catalog entries to remove
         # The switch keeps its prefix (and so its MAC address and port names) across runs: hosts'
@@ -93,6 +104,7 @@ class Box:
         write_private(settings_file, yaml.safe_dump({"hosts": self.hosts, "ports": ports,
                                                      "switch_prefix": self.switch_prefix,
                                                      "neutron": self.neutron,
+                                                     "octavia": self.octavia,
                                                      "storage": self.storage}))
         self.ctx = LocalContext(self.state_dir, ports, SecretStore(self.state_dir / "secrets.yaml"),
                                 settings={"profile": "box", "hosts": self.hosts, "switch": switch,
@@ -100,6 +112,7 @@ class Box:
                                           "storage": self.storage,
                                           "public_cidr": saved.get("public_cidr"),
                                           "mariadb": (["neutron"] if self.neutron else [])
+                                          + (["octavia"] if self.octavia else [])
                                           + (STORAGE_DATABASES if self.storage else [])})
         self.target = LocalTarget(self.ctx)
         self.stop_requested = threading.Event()
@@ -144,6 +157,8 @@ class Box:
                                         self.ctx.secret)
         if not self.neutron:  # a former run's Neutron leaves the catalog with it
             keystone_setup.unregister(conn, "network", self.ctx.url("neutron-server"))
+        if not self.octavia:  # and a former run's Octavia
+            keystone_setup.unregister(conn, "load-balancer", self.ctx.url("octavia-api"))
         if self.storage:
             storage_setup.register_s3(conn, self.ctx.url("rgw"))
         elif self.had_storage:  # a former run's storage services leave the catalog with it
@@ -349,7 +364,8 @@ class Box:
         services and by the hosts (enrolled until available)."""
         started = time.monotonic()
         (self.state_dir / STATUS_FILE).unlink(missing_ok=True)  # a former run's
-        services = box_services(neutron=self.neutron, storage=self.storage, switch=self.switch)
+        services = box_services(neutron=self.neutron, storage=self.storage, switch=self.switch,
+                                octavia=self.octavia)
         if self.switch:
             # The switch starts beside everything else; the conductor and enrollment wait for it.
             self.check_switch()
@@ -396,7 +412,8 @@ class Box:
         requested; the health of every child is kept in run/status.json."""
         self.supervisor = Supervisor(self.target, box_services(neutron=self.neutron,
                                                                storage=self.storage,
-                                                               switch=self.switch), self.say,
+                                                               switch=self.switch,
+                                                               octavia=self.octavia), self.say,
                                      backoff or Backoff())
         self.supervisor.run(self.stop_requested.wait)
 
@@ -420,7 +437,7 @@ def _logging_to(path: Path, say):
 
 def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
         max_restart_delay: float = 60.0, switch: bool = True, neutron: bool | None = None,
-        storage: bool | None = None) -> int:
+        storage: bool | None = None, octavia: bool | None = None) -> int:
     if max_restart_delay <= 0:
         say("error: the longest wait between restarts must be more than 0 s")
         return 1
@@ -440,7 +457,7 @@ def run(state_dir: Path, hosts: int | None, port_base: int | None, say=print,
             os.umask(previous_umask)
             return 1
         box = Box(state_dir, hosts, port_base, say, switch=switch, neutron=neutron,
-                  storage=storage)
+                  storage=storage, octavia=octavia)
     except BaseException:
         if lock_fd is not None:
             os.close(lock_fd)

@@ -9,17 +9,19 @@ from collections.abc import Mapping
 from teapot.deploy.service import Service, settings_key
 
 
-def box(neutron: bool = False, storage: bool = False, switch: bool = False) -> list[Service]:
+def box(neutron: bool = False, storage: bool = False, switch: bool = False,
+        octavia: bool = False) -> list[Service]:
     """What a box runs; with `switch`, also its emulated hosts (namespaces cabled to the switch);
-    with `neutron`, also Neutron's API and the MariaDB it needs; with `storage`, also Ceph (with
-    RADOS Gateway), Manila, Cinder, Barbican and RabbitMQ (and MariaDB)."""
+    with `neutron`, also Neutron's API and the MariaDB it needs; with `octavia`, also Octavia's API
+    and driver agent (Teapot's provider) and MariaDB; with `storage`, also Ceph (with RADOS
+    Gateway), Manila, Cinder, Barbican and RabbitMQ (and MariaDB)."""
     from teapot.deploy.services import emulated_hosts, ironic, keystone, sushy_emulator, teapot
 
     services = [keystone.SERVICE, ironic.SERVICE, sushy_emulator.SERVICE, teapot.API,
                 teapot.CONDUCTOR]
     if switch:
         services.append(emulated_hosts.SERVICE)
-    if neutron or storage:
+    if neutron or storage or octavia:
         from teapot.deploy.services import mariadb
 
         services.append(mariadb.SERVICE)
@@ -27,6 +29,10 @@ def box(neutron: bool = False, storage: bool = False, switch: bool = False) -> l
         from teapot.deploy.services import neutron as neutron_service
 
         services.append(neutron_service.box_service())
+    if octavia:
+        from teapot.deploy.services import octavia as octavia_service
+
+        services += octavia_service.box_services()
     if storage:
         from teapot.deploy.services import barbican, ceph, cinder, infrastructure, manila
 
