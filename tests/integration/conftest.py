@@ -191,9 +191,9 @@ def box(tmp_path_factory):
         yield b
 
 
-# The five services of a box, MariaDB, Neutron, the nine storage ports and the Ceph daemons' range
-# (which starts at the last of those).
-STORAGE_BOX_PORTS = 7 + 9 + 29
+# The five services of a box, MariaDB, Neutron, Octavia, the nine storage ports and the Ceph
+# daemons' range (which starts at the last of those).
+STORAGE_BOX_PORTS = 8 + 9 + 29
 
 
 @pytest.fixture(scope="session")
