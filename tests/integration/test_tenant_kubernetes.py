@@ -5,13 +5,15 @@ CREATE_COMPLETE once its API server answers at its endpoint with both Nodes Read
 `openstack coe cluster config` kubeconfig then works unchanged with kubectl on this machine,
 through the endpoint's public address: both Nodes Ready with the hosts' names, the server at the
 template's kube_tag, a ConfigMap round-trips; the endpoint also answers on the tenant network and
-from the box's outside world, and comes back when its HAProxy is killed; a certificate signed by
+from the box's outside world, and comes back when its HAProxy is killed; a Service of type
+LoadBalancer gets its VIP from the controller the cluster was given; a certificate signed by
 the other cluster's CA is refused; the other project cannot get this cluster's certificates; a
 stopped worker turns NotReady; deleting the clusters leaves no process, file or load balancer."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import os
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
 
 from teapot import releases
 from teapot.deploy.keystone_setup import admin_connection, ensure_user
@@ -198,28 +202,34 @@ def _load_balancer(box, public: str) -> Path:
     raise AssertionError(f"no load balancer holds {public}")
 
 
-@pytest.fixture
-def web_servers(clusters, apis, tmp_path):
-    """An HTTP server on port 8080 of every host of both clusters, answering with the host's name
-    (stopped by PID at the end)."""
+@contextlib.contextmanager
+def _serving(clusters, apis, tmp_path, port: int, who: tuple[str, ...] = ("demo", "rival")):
+    """An HTTP server on `port` of every host of the clusters of `who`, answering with the host's
+    name (stopped by PID at the end): {host: process}."""
     fabric = clusters["fabric"]
     started = []
     try:
-        for who in ("demo", "rival"):
-            for host in _hosts_of(apis, clusters[who]["uuid"]):
-                folder = tmp_path / host
+        for w in who:
+            for host in _hosts_of(apis, clusters[w]["uuid"]):
+                folder = tmp_path / f"{host}-{port}"
                 folder.mkdir()
                 (folder / "index.html").write_text(host)
                 address = apis["admin"]("GET", f"/v1/hosts/{host}")["network"]["address"]
                 started.append((host, subprocess.Popen(
                     ["ip", "netns", "exec", fabric.host(host).namespace, sys.executable, "-m",
-                     "http.server", "8080", "--bind", address, "--directory", str(folder)],
+                     "http.server", str(port), "--bind", address, "--directory", str(folder)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         yield dict(started)
     finally:
         for _, proc in started:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def web_servers(clusters, apis, tmp_path):
+    with _serving(clusters, apis, tmp_path, 8080) as started:
+        yield started
 
 
 def _get(namespace: str, url: str) -> str | None:
@@ -283,6 +293,90 @@ def test_load_balancers_reach_only_their_projects_hosts_and_survive_failures(box
                              for w in made), timeout=60, what="load balancers deleted")
     assert not folder.exists()
     assert _get(outside, f"http://{lb['vip_address']}/") is None
+
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
+"""
+
+
+def test_a_service_of_type_loadbalancer_gets_a_vip_from_the_clusters_controller(
+        box, clusters, apis, tmp_path):
+    """The add-on Teapot put in the cluster, run as its Deployment says with the Secret Teapot put
+    there: a Service of type LoadBalancer gets a load balancer of its cluster and its VIP in the
+    Service's status, and the VIP answers from the outside world with the cluster's hosts (servers
+    on the node port stand in for kube-proxy). The cluster's credential reaches no other cluster's
+    load balancers. The Service deleted, its load balancer goes, then the Service."""
+    demo = clusters["demo"]
+    secret = wait_for(lambda: json.loads(kubectl(
+        demo["kubeconfig"], "get", "secret", "-n", "kube-system", "teapot-loadbalancers", "-o",
+        "json", check=False).stdout or "null"), timeout=120, interval=2, what="the add-on applied")
+    env = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert env["TEAPOT_CLUSTER_UUID"] == demo["uuid"]
+    deployment = json.loads(kubectl(demo["kubeconfig"], "get", "deployment", "-n", "kube-system",
+                                    "teapot-loadbalancers", "-o", "json").stdout)
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["python3", "-m", "teapot.servicelb"]
+
+    # the credential: this cluster's load balancers, nothing else
+    auth = v3.ApplicationCredential(auth_url=env["OS_AUTH_URL"],
+                                    application_credential_id=env["OS_APPLICATION_CREDENTIAL_ID"],
+                                    application_credential_secret=env[
+                                        "OS_APPLICATION_CREDENTIAL_SECRET"])
+    teapot = ks_session.Session(auth=auth).get_endpoint(service_type="container-infra",
+                                                        interface="public").removesuffix("/v1")
+    as_cluster = ks_session.Session(auth=auth)
+    for path, code in ((f"/v1/clusters/{demo['uuid']}/loadbalancers", 200),
+                       (f"/v1/clusters/{clusters['rival']['uuid']}/loadbalancers", 401),
+                       ("/v1/loadbalancers", 401), ("/v1/clusters", 401)):  # as keystonemiddleware
+        assert as_cluster.get(teapot + path, raise_exc=False).status_code == code, path
+
+    log = (tmp_path / "controller.log").open("w")
+    controller = subprocess.Popen([sys.executable, *command[1:], "--kubeconfig",
+                                   str(demo["kubeconfig"]), "--resync", "5"],
+                                  env={"PATH": os.environ["PATH"], **env}, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        service = tmp_path / "service.yaml"
+        service.write_text(SERVICE)
+        kubectl(demo["kubeconfig"], "apply", "-f", str(service))
+        shown = json.loads(kubectl(demo["kubeconfig"], "get", "service", "web", "-o",
+                                   "json").stdout)
+        node_port = shown["spec"]["ports"][0]["nodePort"]
+        ingress = wait_for(lambda: json.loads(kubectl(
+            demo["kubeconfig"], "get", "service", "web", "-o", "json").stdout)["status"]
+            ["loadBalancer"].get("ingress"), timeout=120, interval=1, what="the Service's VIP")
+        vip = ingress[0]["ip"]
+        lbs = apis["demo"]("GET", f"/v1/clusters/{demo['uuid']}/loadbalancers")["loadbalancers"]
+        assert [(x["vip_address"], x["listeners"], x["cluster_id"], x["provisioning_status"])
+                for x in lbs] == [(vip, [{"protocol": "TCP", "port": 80, "member_port": node_port}],
+                                   demo["uuid"], "ACTIVE")]
+        assert {m["address"] for m in lbs[0]["members"]} == set(demo["addresses"].values())
+        # its data plane: HAProxy sends the VIP's port 80 to the node port of every host
+        config = (_load_balancer(box, vip) / "haproxy.cfg").read_text()
+        assert {f"{a}:{node_port}" for a in demo["addresses"].values()} == {
+            line.split()[2] for line in config.splitlines() if line.split()[:1] == ["server"]}
+        shown = json.loads(kubectl(demo["kubeconfig"], "get", "service", "web", "-o",
+                                   "json").stdout)
+        assert "teapot.openstack.org/loadbalancer" in shown["metadata"]["finalizers"]
+
+        kubectl(demo["kubeconfig"], "delete", "service", "web", "--wait=false")
+        wait_for(lambda: kubectl(demo["kubeconfig"], "get", "service", "web",
+                                 check=False).returncode != 0, timeout=120, interval=1,
+                 what="the Service gone")
+        assert apis["demo"]("GET", f"/v1/clusters/{demo['uuid']}/loadbalancers")[
+            "loadbalancers"] == []
+    finally:
+        controller.terminate()
+        controller.wait(timeout=10)
+        log.close()
+    assert "made" in (tmp_path / "controller.log").read_text()
 
 
 def test_a_certificate_of_another_clusters_ca_is_refused(clusters, tmp_path):

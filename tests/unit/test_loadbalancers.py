@@ -243,3 +243,61 @@ def test_the_reconciler_allocates_runs_observes_and_removes(lb_client, sm):
     with sm() as session:
         assert session.scalar(select(func.count(LoadBalancer.id))) == 0
         assert session.scalar(select(func.count(Address.id))) == 0
+
+
+def test_a_clusters_credential_reaches_only_its_own_load_balancers():
+    from teapot.api.auth import allows
+
+    rules = tuple(lbr.access_rules("c-1", "container-infra"))
+    for method, path in (("GET", "/v1/clusters/c-1/loadbalancers"),
+                         ("POST", "/v1/clusters/c-1/loadbalancers"),
+                         ("PATCH", "/v1/clusters/c-1/loadbalancers/k8s-web"),
+                         ("DELETE", "/v1/clusters/c-1/loadbalancers/k8s-web")):
+        assert allows(rules, "container-infra", method, path), (method, path)
+    for method, path in (("GET", "/v1/clusters/c-2/loadbalancers"),
+                         ("GET", "/v1/loadbalancers"),
+                         ("PATCH", "/v1/loadbalancers/k8s-web"),
+                         ("DELETE", "/v1/clusters/c-1"),
+                         ("GET", "/v1/clusters/c-1/loadbalancers/x/y")):
+        assert not allows(rules, "container-infra", method, path), (method, path)
+    with pytest.raises(ValueError):
+        lbr.access_rules("*", "container-infra")
+
+
+def test_the_service_controller_add_on_reads_its_secret_only():
+    from teapot.drivers.bootstrap import service_loadbalancers as addon
+
+    cfg = addon.Config("http://keystone:5000/v3", "RegionOne", "c-1", "cred-id", "cred-secret")
+    assert "cred-secret" not in repr(cfg)
+    objects = addon.objects(cfg)
+    secret = next(o for o in objects if o["kind"] == "Secret")
+    assert secret["stringData"]["OS_APPLICATION_CREDENTIAL_SECRET"] == "cred-secret"
+    assert secret["stringData"]["TEAPOT_CLUSTER_UUID"] == "c-1"
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert "cred-secret" not in str(deployment)
+    with pytest.raises(ValueError, match="application credential"):
+        addon.Config("http://keystone:5000/v3", "RegionOne", "c-1", "cred-id", "")
+
+
+def test_the_service_controller_balances_tcp_ports_to_node_ports():
+    from kubernetes import client
+
+    from teapot import servicelb
+
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="web", namespace="shop"),
+        spec=client.V1ServiceSpec(type="LoadBalancer", ports=[
+            client.V1ServicePort(port=80, node_port=30080, protocol="TCP"),
+            client.V1ServicePort(port=53, node_port=30053, protocol="UDP"),
+            client.V1ServicePort(port=443, node_port=30443)]))
+    assert servicelb.listeners(service) == [
+        {"protocol": "TCP", "port": 80, "member_port": 30080},
+        {"protocol": "TCP", "port": 443, "member_port": 30443}]
+    assert servicelb.wanted(service)
+    service.spec.load_balancer_class = "example.com/other"
+    assert not servicelb.wanted(service)
+    name = servicelb.lb_name("0a1b2c3d-0000-4000-8000-000000000000", "shop", "web")
+    assert name == "k8s-0a1b2c3d-shop-web" and name.startswith(
+        servicelb.prefix("0a1b2c3d-0000-4000-8000-000000000000"))

@@ -26,6 +26,7 @@ from teapot.drivers.bootstrap import kubeadm
 from teapot.drivers.bootstrap.network_data import address_of, network_data
 from teapot.drivers.switch import inventory
 from teapot.resources import cluster as csm
+from teapot.resources import loadbalancer as lbr
 from teapot.resources import network as nsm
 from teapot.resources import storage
 
@@ -263,16 +264,29 @@ class ClusterReconciler:
 
     # -- storage credentials ---------------------------------------------------------------------
     def _addons(self, row: Cluster) -> str:
-        """The storage objects the cluster receives (a YAML stream), with its own credentials;
-        "" when it asks for no storage. The endpoints come from the catalog."""
+        """The add-ons the cluster receives (a YAML stream) with its own credential: its storage
+        objects, and the controller of its Services of type LoadBalancer; "" when it has none.
+        The endpoints come from the catalog."""
+        from teapot.drivers.bootstrap import service_loadbalancers
         from teapot.drivers.bootstrap import storage as addons
 
         kinds = tuple(row.attrs.get("storage_kinds") or ())
+        balanced = bool(row.attrs.get("service_loadbalancers"))
         creds = json.loads(self.fernet.decrypt(row.secrets)).get("storage")
-        if not kinds or not creds or self.identity is None:
+        if not (kinds or balanced) or not creds or self.identity is None:
             return ""
         catalog = self.identity.catalog(row.project_id)
         identity_url, region = catalog.get("identity", (self.identity.auth_url, ""))
+        region = region or "RegionOne"
+        objects = []
+        if balanced:
+            objects += service_loadbalancers.objects(service_loadbalancers.Config(
+                auth_url=identity_url, region=region, cluster_uuid=row.uuid,
+                application_credential_id=creds["application_credential_id"],
+                application_credential_secret=creds["application_credential_secret"],
+                teapot_url=catalog.get(storage.TEAPOT_SERVICE, (None,))[0]))
+        if not kinds:
+            return addons.dump(objects)
         labels = row.attrs.get("labels") or {}
         ceph_user = ceph_key = None
         if storage.BLOCK in kinds and self.block is not None:
@@ -284,8 +298,8 @@ class ClusterReconciler:
             except block.CephError as e:
                 raise IdentityError(f"the project's Ceph user: {e}") from None
             ceph_user = block.ceph_user(row.project_id).removeprefix("client.")
-        return addons.manifest(addons.StorageConfig(
-            kinds=kinds, auth_url=identity_url, region=region or "RegionOne",
+        return addons.dump(objects + addons.objects(addons.StorageConfig(
+            kinds=kinds, auth_url=identity_url, region=region,
             project_id=row.project_id, cluster_uuid=row.uuid,
             application_credential_id=creds["application_credential_id"],
             application_credential_secret=creds["application_credential_secret"],
@@ -293,7 +307,7 @@ class ClusterReconciler:
             s3_endpoint=catalog.get("s3", (None,))[0],
             swift_endpoint=catalog.get("object-store", (None,))[0],
             share_type=labels.get("manila_share_type") or "default",
-            ceph_user=ceph_user, ceph_key=ceph_key))
+            ceph_user=ceph_user, ceph_key=ceph_key)))
 
     def _credential_failed(self, row: Cluster, generation: int, error: Exception) -> bool:
         """Keystone failed: record why, show it in status_reason, retry with a growing delay."""
@@ -319,8 +333,10 @@ class ClusterReconciler:
                 "this conductor has no Keystone identity driver"))
         kinds = tuple(row.attrs.get("storage_kinds") or ())
         try:
-            made = self.identity.create(row.project_id, row.uuid, step.rotation,
-                                        storage.access_rules(kinds, row.uuid),
+            rules = storage.access_rules(kinds, row.uuid)
+            if row.attrs.get("service_loadbalancers"):
+                rules += lbr.access_rules(row.uuid, storage.TEAPOT_SERVICE)
+            made = self.identity.create(row.project_id, row.uuid, step.rotation, rules,
                                         ec2=storage.OBJECT in kinds)
         except IdentityError as e:
             return self._credential_failed(row, generation, e)
@@ -672,10 +688,10 @@ class ClusterReconciler:
 def credential_fields(attrs: dict) -> dict:
     """The credential fields of a cluster's state-machine view, from its attributes."""
     made = attrs.get("credentials") or {}
-    kinds = attrs.get("storage_kinds") or []
-    return {"credential_rotation": attrs.get("credential_rotation", 0) if kinds else 0,
+    wanted = bool(attrs.get("storage_kinds")) or bool(attrs.get("service_loadbalancers"))
+    return {"credential_rotation": attrs.get("credential_rotation", 0) if wanted else 0,
             "credential_made": made.get("rotation", 0),
-            "credentials_held": bool(made or kinds) and not attrs.get("credentials_swept"),
+            "credentials_held": bool(made or wanted) and not attrs.get("credentials_swept"),
             "stale_credentials": bool(attrs.get("stale_credentials")),
             "credential_pushed": attrs.get("pushed_rotation", 0)}
 

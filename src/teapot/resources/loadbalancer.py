@@ -161,3 +161,14 @@ def operating_status(members_up: dict[str, bool]) -> str:
         return OFFLINE
     up = sum(members_up.values())
     return ONLINE if up == len(members_up) else DEGRADED if up else OP_ERROR
+
+
+def access_rules(cluster_uuid: str, service: str) -> list[dict]:
+    """Keystone access rules for a cluster's own credential: its cluster's load balancers (listed,
+    made, read, changed, deleted below /v1/clusters/{uuid}/loadbalancers), nothing else of Teapot's
+    `service`."""
+    if not cluster_uuid or "/" in cluster_uuid or "*" in cluster_uuid:
+        raise ValueError(f"not a cluster uuid: {cluster_uuid!r}")
+    path = f"/v1/clusters/{cluster_uuid}/loadbalancers"
+    return [{"service": service, "method": m, "path": path} for m in ("GET", "POST")] + \
+        [{"service": service, "method": m, "path": path + "/*"} for m in ("GET", "PATCH", "DELETE")]

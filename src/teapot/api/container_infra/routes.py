@@ -389,6 +389,9 @@ def create_cluster(request: Request) -> Response:
                      master_addresses=[], node_addresses=[], api_address=None, faults={})
         if kinds:  # the conductor makes the cluster's own storage credential first
             attrs.update(storage_kinds=list(kinds), credential_rotation=1)
+        if network is not None and request.app.state.loadbalancers_enabled:
+            # its Services of type LoadBalancer become Teapot load balancers (with that credential)
+            attrs.update(service_loadbalancers=True, credential_rotation=1)
         session.add(Cluster(
             uuid=cluster_uuid, name=name, project_id=project, user_id=identity(request).user_id,
             cluster_template_id=template.uuid, status=csm.CREATE_IN_PROGRESS,

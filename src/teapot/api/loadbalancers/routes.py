@@ -68,12 +68,20 @@ def view(row: LoadBalancer, base: str) -> dict:
     }
 
 
-def _get(session, ident: str, project: str | None) -> LoadBalancer:
+def _cluster(request: Request, session, project: str | None) -> str | None:
+    """The cluster of a /v1/clusters/{cluster}/loadbalancers path (its uuid), None elsewhere."""
+    ident = request.path_params.get("cluster")
+    if ident is None:
+        return None
+    return cdb.get_cluster(session, ident, project).uuid
+
+
+def _get(session, ident: str, project: str | None, cluster: str | None = None) -> LoadBalancer:
     column = LoadBalancer.uuid if _is_uuid(ident) else LoadBalancer.name
     query = select(LoadBalancer).where(column == ident)
     if project is not None:
         query = query.where(LoadBalancer.project_id == project)
-    rows = session.scalars(query).all()
+    rows = [r for r in session.scalars(query) if cluster is None or r.spec.get("cluster") == cluster]
     if not rows:
         raise NotFound(f"load balancer {ident}")
     if len(rows) > 1:
@@ -86,10 +94,13 @@ def list_loadbalancers(request: Request) -> Response:
     page = PAGING.page(request)
     base = request.app.state.base_url(request)
     with request.app.state.reader() as session:
+        cluster = _cluster(request, session, project)
         query = select(LoadBalancer)
         if project is not None:
             query = query.where(LoadBalancer.project_id == project)
         rows = list(session.scalars(pagination.apply(session, query, page)))
+        if cluster is not None:  # a page may hold fewer: the cluster is in the JSON spec
+            rows = [r for r in rows if r.spec.get("cluster") == cluster]
         rows, next_link = finish(request, rows, page, lambda r: r.uuid)
         out: dict[str, Any] = {"loadbalancers": [view(r, base) for r in rows]}
     if next_link:
@@ -100,7 +111,8 @@ def list_loadbalancers(request: Request) -> Response:
 def show_loadbalancer(request: Request) -> Response:
     project = _scope(request)
     with request.app.state.reader() as session:
-        row = _get(session, request.path_params["ident"], project)
+        row = _get(session, request.path_params["ident"], project,
+                   _cluster(request, session, project))
         authorize(request, "teapot:loadbalancer:get", {"project_id": row.project_id})
         return FastJSONResponse(view(row, request.app.state.base_url(request)))
 
@@ -116,29 +128,36 @@ def create_loadbalancer(request: Request) -> Response:
     if not request.app.state.networks_enabled or not request.app.state.loadbalancers_enabled:
         raise APIError(409, "this cloud runs no load balancers (it needs tenant networks and "
                             "[loadbalancer] driver)")
+    scoped = request.path_params.get("cluster")
+    if scoped is not None:
+        if spec.get("cluster") not in (None, scoped):
+            raise ValidationError("cluster", "is the cluster of the path when given")
+        spec = {**spec, "cluster": scoped}
     with request.app.state.sessionmaker.begin() as session:
-        if spec.get("network"):
-            try:
-                network = ndb.get(session, spec["network"], project)
-            except NotFound:
-                raise ValidationError("network", f"no network {spec['network']!r} in your project "
-                                                 "(teapot network list)") from None
-        else:
-            network = ndb.default_for(session, project, request.app.state.vlan_ranges,
-                                      request.app.state.default_subnet)
-        if network.deleting:
-            raise ValidationError("network", f"network {network.name} is being deleted")
-        cluster_uuid = None
+        cluster = None
         if spec.get("cluster"):
             try:
                 cluster = cdb.get_cluster(session, spec["cluster"], project)
             except NotFound:
                 raise ValidationError("cluster", f"no cluster {spec['cluster']!r} in your "
                                                  "project") from None
-            if cluster.network_uuid != network.uuid:
-                raise ValidationError("cluster", f"cluster {cluster.name} is not on network "
-                                                 f"{network.name}")
-            cluster_uuid = cluster.uuid
+        if spec.get("network"):
+            try:
+                network = ndb.get(session, spec["network"], project)
+            except NotFound:
+                raise ValidationError("network", f"no network {spec['network']!r} in your project "
+                                                 "(teapot network list)") from None
+        elif cluster is not None and cluster.network_uuid:  # the cluster's own network
+            network = ndb.get(session, cluster.network_uuid, project)
+        else:
+            network = ndb.default_for(session, project, request.app.state.vlan_ranges,
+                                      request.app.state.default_subnet)
+        if network.deleting:
+            raise ValidationError("network", f"network {network.name} is being deleted")
+        if cluster is not None and cluster.network_uuid != network.uuid:
+            raise ValidationError("cluster", f"cluster {cluster.name} is not on network "
+                                             f"{network.name}")
+        cluster_uuid = cluster.uuid if cluster is not None else None
         subnet = ndb.subnet_of(network, request.app.state.default_subnet)
         parsed = lbr.parse(spec, subnet.cidr, cluster_uuid)
         if session.scalars(select(LoadBalancer.id).where(
@@ -161,7 +180,8 @@ def update_loadbalancer(request: Request) -> Response:
     change = body(request)
     project = _scope(request)
     with request.app.state.sessionmaker.begin() as session:
-        row = _get(session, request.path_params["ident"], project)
+        row = _get(session, request.path_params["ident"], project,
+                   _cluster(request, session, project))
         authorize(request, "teapot:loadbalancer:update", {"project_id": row.project_id})
         if row.deleting:
             raise APIError(409, f"load balancer {row.name} is being deleted")
@@ -184,7 +204,8 @@ def update_loadbalancer(request: Request) -> Response:
 def delete_loadbalancer(request: Request) -> Response:
     project = _scope(request)
     with request.app.state.sessionmaker.begin() as session:
-        row = _get(session, request.path_params["ident"], project)
+        row = _get(session, request.path_params["ident"], project,
+                   _cluster(request, session, project))
         authorize(request, "teapot:loadbalancer:delete", {"project_id": row.project_id})
         if not row.deleting:
             row.deleting, row.provisioning_status = True, lbr.PENDING_DELETE
@@ -193,6 +214,12 @@ def delete_loadbalancer(request: Request) -> Response:
             row.updated_at = time.time()
     return Response(status_code=204)
 
+
+# The same, below a cluster: only that cluster's load balancers (made with it as members). A
+# cluster's own credential reaches these paths of its cluster only (Keystone access rules,
+# resources/loadbalancer.access_rules): the controller that turns its Services of type LoadBalancer
+# into load balancers (drivers/bootstrap/service_loadbalancers.py) uses them.
+CLUSTER_PATH = "/v1/clusters/{cluster}/loadbalancers"
 
 OPERATIONS = [
     Operation("GET", "/v1/loadbalancers", list_loadbalancers, "List load balancers",
@@ -208,4 +235,17 @@ OPERATIONS = [
               {200: schemas.LOADBALANCER}, body=schemas.UPDATE),
     Operation("DELETE", "/v1/loadbalancers/{ident}", delete_loadbalancer,
               "Delete a load balancer", "loadbalancers", {204: None}),
+    Operation("GET", CLUSTER_PATH, list_loadbalancers, "List a cluster's load balancers",
+              "loadbalancers", {200: schemas.LOADBALANCER_LIST}, query=PAGING.query_schema(),
+              rule="teapot:loadbalancer:get_all"),
+    Operation("POST", CLUSTER_PATH, create_loadbalancer,
+              "Create a load balancer whose members are the cluster's hosts", "loadbalancers",
+              {201: schemas.LOADBALANCER}, body=schemas.CREATE, rule="teapot:loadbalancer:create"),
+    Operation("GET", CLUSTER_PATH + "/{ident}", show_loadbalancer,
+              "Show a load balancer of a cluster", "loadbalancers", {200: schemas.LOADBALANCER}),
+    Operation("PATCH", CLUSTER_PATH + "/{ident}", update_loadbalancer,
+              "Change a load balancer of a cluster", "loadbalancers",
+              {200: schemas.LOADBALANCER}, body=schemas.UPDATE),
+    Operation("DELETE", CLUSTER_PATH + "/{ident}", delete_loadbalancer,
+              "Delete a load balancer of a cluster", "loadbalancers", {204: None}),
 ]

@@ -276,6 +276,11 @@ def objects(cfg: StorageConfig) -> list[dict]:
     return out
 
 
+def dump(objects: list[dict]) -> str:
+    """Objects as one multi-document YAML stream ("" for none)."""
+    return yaml.safe_dump_all(objects, default_flow_style=False, sort_keys=False) if objects else ""
+
+
 def manifest(cfg: StorageConfig) -> str:
     """The objects as one multi-document YAML stream (empty without storage)."""
-    return yaml.safe_dump_all(objects(cfg), default_flow_style=False, sort_keys=False)
+    return dump(objects(cfg))
