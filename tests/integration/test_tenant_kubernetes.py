@@ -77,7 +77,8 @@ def clusters(box, apis, tmp_path_factory):
         template = apis[who]("POST", "/v1/clustertemplates", json={
             "name": f"kube-{who}", "image_id": "https://images.example/node.raw",
             "flavor_id": "baremetal", "master_flavor_id": "baremetal",
-            "labels": {"image_checksum": "34" * 32, "kube_tag": VERSION}})
+            "labels": {"image_checksum": "34" * 32, "kube_tag": VERSION,
+                       "cloud_provider_enabled": "true"}})
         made[who] = {"uuid": apis[who]("POST", "/v1/clusters", json={
             "name": f"kube-{who}", "cluster_template_id": template["uuid"], "master_count": 1,
             "node_count": 1})["uuid"], "template": template["uuid"]}
@@ -473,5 +474,5 @@ def test_deleted_clusters_leave_no_process_and_no_file(box, clusters, apis):
                 return False
         return True
     wait_for(bare, timeout=300, interval=2, what="the clusters' hosts bare")
-    wait_for(lambda: not any((box.state_dir / "loadbalancers").iterdir()), timeout=120,
+    wait_for(lambda: not any((box.state_dir / "loadbalancers").iterdir()), timeout=300,
              what="the clusters' load balancers gone")

@@ -301,3 +301,13 @@ def test_the_service_controller_balances_tcp_ports_to_node_ports():
     name = servicelb.lb_name("0a1b2c3d-0000-4000-8000-000000000000", "shop", "web")
     assert name == "k8s-0a1b2c3d-shop-web" and name.startswith(
         servicelb.prefix("0a1b2c3d-0000-4000-8000-000000000000"))
+
+
+def test_services_of_type_loadbalancer_are_asked_for_by_magnums_label():
+    from teapot.resources.errors import ValidationError
+
+    assert not lbr.services_wanted({}) and not lbr.services_wanted(None)
+    assert lbr.services_wanted({"cloud_provider_enabled": "True"})
+    assert not lbr.services_wanted({"cloud_provider_enabled": "false"})
+    with pytest.raises(ValidationError, match="labels.cloud_provider_enabled"):
+        lbr.services_wanted({"cloud_provider_enabled": "maybe"})

@@ -163,6 +163,19 @@ def operating_status(members_up: dict[str, bool]) -> str:
     return ONLINE if up == len(members_up) else DEGRADED if up else OP_ERROR
 
 
+# Magnum's label for a cluster's cloud provider (its Services of type LoadBalancer); off unless asked
+SERVICE_LABEL = "cloud_provider_enabled"
+
+
+def services_wanted(labels: dict | None) -> bool:
+    """Whether the labels ask for Services of type LoadBalancer; anything but true or false is a
+    ValidationError naming the label."""
+    value = str((labels or {}).get(SERVICE_LABEL, "false")).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValidationError(f"labels.{SERVICE_LABEL}", f"must be true or false, not {value!r}")
+    return value in ("true", "1", "yes")
+
+
 def access_rules(cluster_uuid: str, service: str) -> list[dict]:
     """Keystone access rules for a cluster's own credential: its cluster's load balancers (listed,
     made, read, changed, deleted below /v1/clusters/{uuid}/loadbalancers), nothing else of Teapot's

@@ -29,6 +29,7 @@ from teapot.db.hosts import NotFound
 from teapot.db.models import Cluster, ClusterTemplate, HostClass, HostEvent, NodeGroup, Quota
 from teapot.resources import cluster as csm
 from teapot.resources import cluster_rules, host_schema, storage
+from teapot.resources import loadbalancer as lbr
 from teapot.resources.errors import ValidationError
 
 DEFAULT_QUOTA = 20
@@ -389,7 +390,8 @@ def create_cluster(request: Request) -> Response:
                      master_addresses=[], node_addresses=[], api_address=None, faults={})
         if kinds:  # the conductor makes the cluster's own storage credential first
             attrs.update(storage_kinds=list(kinds), credential_rotation=1)
-        if network is not None and request.app.state.loadbalancers_enabled:
+        if lbr.services_wanted(labels) and network is not None \
+                and request.app.state.loadbalancers_enabled:
             # its Services of type LoadBalancer become Teapot load balancers (with that credential)
             attrs.update(service_loadbalancers=True, credential_rotation=1)
         session.add(Cluster(
