@@ -62,9 +62,12 @@ class Teapot:
             raise TeapotError(f"no {SERVICE_TYPE} endpoint in the catalog; set TEAPOT_URL")
         return cls(session, url, env["TEAPOT_CLUSTER_UUID"])
 
-    def _call(self, method: str, path: str = "", **kw):
+    def _call(self, method: str, path: str = "", missing_ok: bool = False, **kw):
+        """The JSON answer; None for a 404 when `missing_ok` (and for an empty answer)."""
         response = self.session.request(self.base + path, method, raise_exc=False,
                                         headers={"Accept": "application/json"}, **kw)
+        if missing_ok and response.status_code == 404:
+            return None
         if response.status_code >= 400:
             raise TeapotError(f"{method} {path or '/'}: {response.status_code} "
                               f"{response.text[:300]}")
@@ -74,12 +77,7 @@ class Teapot:
         return self._call("GET")["loadbalancers"]
 
     def get(self, name: str) -> dict | None:
-        response = self.session.request(f"{self.base}/{name}", "GET", raise_exc=False)
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            raise TeapotError(f"GET {name}: {response.status_code} {response.text[:300]}")
-        return response.json()
+        return self._call("GET", f"/{name}", missing_ok=True)
 
     def create(self, body: dict) -> dict:
         return self._call("POST", json=body)
@@ -88,9 +86,7 @@ class Teapot:
         return self._call("PATCH", f"/{name}", json=body)
 
     def delete(self, name: str) -> None:
-        response = self.session.request(f"{self.base}/{name}", "DELETE", raise_exc=False)
-        if response.status_code not in (204, 404):
-            raise TeapotError(f"DELETE {name}: {response.status_code} {response.text[:300]}")
+        self._call("DELETE", f"/{name}", missing_ok=True)
 
 
 def lb_name(cluster: str, namespace: str, name: str) -> str:

@@ -13,7 +13,6 @@ stopped worker turns NotReady; deleting the clusters leaves no process, file or 
 from __future__ import annotations
 
 import base64
-import contextlib
 import ipaddress
 import json
 import os
@@ -203,34 +202,28 @@ def _load_balancer(box, public: str) -> Path:
     raise AssertionError(f"no load balancer holds {public}")
 
 
-@contextlib.contextmanager
-def _serving(clusters, apis, tmp_path, port: int, who: tuple[str, ...] = ("demo", "rival")):
-    """An HTTP server on `port` of every host of the clusters of `who`, answering with the host's
-    name (stopped by PID at the end): {host: process}."""
+@pytest.fixture
+def web_servers(clusters, apis, tmp_path):
+    """An HTTP server on port 8080 of every host of both clusters, answering with the host's name
+    (stopped by PID at the end)."""
     fabric = clusters["fabric"]
     started = []
     try:
-        for w in who:
-            for host in _hosts_of(apis, clusters[w]["uuid"]):
-                folder = tmp_path / f"{host}-{port}"
+        for who in ("demo", "rival"):
+            for host in _hosts_of(apis, clusters[who]["uuid"]):
+                folder = tmp_path / host
                 folder.mkdir()
                 (folder / "index.html").write_text(host)
                 address = apis["admin"]("GET", f"/v1/hosts/{host}")["network"]["address"]
                 started.append((host, subprocess.Popen(
                     ["ip", "netns", "exec", fabric.host(host).namespace, sys.executable, "-m",
-                     "http.server", str(port), "--bind", address, "--directory", str(folder)],
+                     "http.server", "8080", "--bind", address, "--directory", str(folder)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         yield dict(started)
     finally:
         for _, proc in started:
             proc.terminate()
             proc.wait(timeout=10)
-
-
-@pytest.fixture
-def web_servers(clusters, apis, tmp_path):
-    with _serving(clusters, apis, tmp_path, 8080) as started:
-        yield started
 
 
 def _get(namespace: str, url: str) -> str | None:
