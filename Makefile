@@ -6,10 +6,10 @@ STATE  ?= $(CURDIR)/.teapot
 HOSTS  ?= 4
 DEBIAN_PACKAGES := python3-venv python3-dev gcc libffi-dev libssl-dev openvswitch-switch openssh-server iputils-ping mariadb-server \
 	ceph-mon ceph-mgr ceph-osd ceph-mds radosgw ceph-common python3-rados python3-rbd python3-cephfs rabbitmq-server \
-	qemu-utils ethtool haproxy curl
+	qemu-utils ethtool haproxy keepalived curl
 # qemu-utils: Cinder formats encrypted (LUKS) volumes with qemu-img before importing them to RBD.
 # ethtool: the box's switch ports compute their own checksums (the userspace datapath needs it).
-# haproxy: load balancers and clusters' API endpoints.
+# haproxy: load balancers and clusters' API endpoints; keepalived: their active/standby pairs.
 # Ceph's Python bindings (for Manila, Cinder and the box) exist only as Debian's modules: linked
 # into the virtualenv when they were built for its Python.
 CEPH_MODULES := rados rbd cephfs

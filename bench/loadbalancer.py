@@ -52,6 +52,7 @@ from _box import Box, _busy_cpu, box_cpu, free_base, quiet_check, state_dir  # n
 from tenant_kubernetes import result, say  # noqa: E402
 
 from teapot import releases  # noqa: E402
+from teapot.drivers.loadbalancer.box import BoxLoadBalancers, Instance  # noqa: E402
 from teapot.net.fabric import Fabric  # noqa: E402
 
 SCRIPT = str(Path(__file__).resolve())
@@ -170,15 +171,16 @@ def http_get(ns: str, url: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def lb_folder(box: Box, vip: str) -> Path:
-    """The load balancer folder whose public leg holds `vip` (each cluster's endpoint has one)."""
+def lb_instance(box: Box, vip: str) -> Instance:
+    """The load balancer instance whose public leg holds `vip` (each cluster's endpoint has one)."""
+    driver = BoxLoadBalancers(box.state_dir)
     for folder in (box.state_dir / "loadbalancers").iterdir():
-        ns = json.loads((folder / "record.json").read_text())["namespace"]
-        legs = subprocess.run(["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "pub0"],
-                              capture_output=True, text=True).stdout
+        active = driver.active(folder.name)
+        legs = subprocess.run(["ip", "-n", active.namespace, "-4", "-o", "addr", "show", "dev",
+                               "pub0"], capture_output=True, text=True).stdout if active else ""
         if f" {vip}/" in legs:
-            return folder
-    raise RuntimeError(f"no load balancer folder holds {vip}")
+            return active
+    raise RuntimeError(f"no load balancer instance holds {vip}")
 
 
 def until(began: float, checks: dict, what: str) -> dict[str, float]:
@@ -232,8 +234,8 @@ def measure(box: Box, api: tk.Api, args, outside: str, servers: dict[str, subpro
     result("load balancer create to ACTIVE", made["active"], "s")
     result("load balancer create to ONLINE", made["online"], "s")
     result("load balancer create to first HTTP answer through the VIP", made["http"], "s")
-    folder = lb_folder(box, vip)
-    lb_ns = json.loads((folder / "record.json").read_text())["namespace"]
+    instance = lb_instance(box, vip)
+    folder, lb_ns = instance.folder, instance.namespace
     pids = {"haproxy": int((folder / "haproxy.pid").read_text().split()[0]),
             "switch": int((Fabric.load(box.state_dir).run_dir / "ovs-vswitchd.pid").read_text()),
             **{f"server {h}": p.pid for h, p in servers.items()}}

@@ -29,6 +29,7 @@ from keystoneauth1.identity import v3
 
 from teapot import releases
 from teapot.deploy.keystone_setup import admin_connection, ensure_user
+from teapot.drivers.loadbalancer.box import BoxLoadBalancers
 from teapot.net.fabric import Fabric
 
 from .conftest import wait_for
@@ -192,13 +193,14 @@ def test_the_endpoint_answers_inside_and_outside_and_survives_its_haproxy(box, c
 
 
 def _load_balancer(box, public: str) -> Path:
-    """The folder of the load balancer whose public leg holds `public`."""
+    """The folder of the load balancer instance whose public leg holds `public`."""
+    driver = BoxLoadBalancers(box.state_dir)
     for folder in (box.state_dir / "loadbalancers").iterdir():
-        ns = json.loads((folder / "record.json").read_text())["namespace"]
-        legs = subprocess.run(["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "pub0"],
-                              capture_output=True, text=True).stdout
+        active = driver.active(folder.name)
+        legs = subprocess.run(["ip", "-n", active.namespace, "-4", "-o", "addr", "show", "dev",
+                               "pub0"], capture_output=True, text=True).stdout if active else ""
         if f" {public}/" in legs:
-            return folder
+            return active.folder
     raise AssertionError(f"no load balancer holds {public}")
 
 
@@ -240,9 +242,9 @@ def test_load_balancers_reach_only_their_projects_hosts_and_survive_failures(box
     interval × retries; its HAProxy killed, the conductor makes it again."""
     outside = _status(box)["public_namespace"]
     made = {}
-    for who in ("demo", "rival"):
+    for who, topology in (("demo", "SINGLE"), ("rival", "ACTIVE_STANDBY")):
         made[who] = apis[who]("POST", "/v1/loadbalancers", json={
-            "name": "web", "cluster": clusters[who]["uuid"],
+            "name": "web", "cluster": clusters[who]["uuid"], "topology": topology,
             "listeners": [{"protocol": "TCP", "port": 80, "member_port": 8080}],
             "health_check": {"interval": 1, "retries": 2}})
     for who, lb in made.items():
@@ -253,6 +255,11 @@ def test_load_balancers_reach_only_their_projects_hosts_and_survive_failures(box
         assert made[who]["provisioning_status"] == "ACTIVE"
     # the other project sees nothing of it
     apis["rival"]("GET", f"/v1/loadbalancers/{made['demo']['id']}", expect=(404,))
+    # rival's is a pair: two instances run, one holds the VIP (failover: test_loadbalancer_pair)
+    driver = BoxLoadBalancers(box.state_dir)
+    pair = _load_balancer(box, made["rival"]["vip_address"])
+    assert made["rival"]["topology"] == "ACTIVE_STANDBY" and pair.name in "ab"
+    assert len(driver.instances(pair.parent.name)) == 2 and driver.running(pair.parent.name)
     assert made["demo"]["vip_address"] != made["rival"]["vip_address"]
     for who in ("demo", "rival"):
         mine = set(_hosts_of(apis, clusters[who]["uuid"]))
@@ -271,10 +278,7 @@ def test_load_balancers_reach_only_their_projects_hosts_and_survive_failures(box
     wait_for(lambda: apis["demo"]("GET", f"/v1/loadbalancers/{lb['id']}")["operating_status"]
              == "DEGRADED", timeout=30, what="the load balancer DEGRADED")
 
-    folder = next(f for f in (box.state_dir / "loadbalancers").iterdir()
-                  if f" {lb['vip_address']}/" in subprocess.run(
-                      ["ip", "-n", json.loads((f / "record.json").read_text())["namespace"], "-4",
-                       "-o", "addr", "show", "dev", "pub0"], capture_output=True, text=True).stdout)
+    folder = _load_balancer(box, lb["vip_address"])
     old = int((folder / "haproxy.pid").read_text().split()[0])
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: _get(outside, f"http://{lb['vip_address']}/") == kept, timeout=60,

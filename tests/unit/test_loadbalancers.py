@@ -198,8 +198,8 @@ class Recorder:
         self.specs.pop(name, None)
         self.removed.append(name)
 
-    def pid(self, name):
-        return 1 if name in self.specs else None
+    def running(self, name):
+        return name in self.specs
 
     def health(self, name):
         return dict(self.up)
@@ -243,6 +243,39 @@ def test_the_reconciler_allocates_runs_observes_and_removes(lb_client, sm):
     with sm() as session:
         assert session.scalar(select(func.count(LoadBalancer.id))) == 0
         assert session.scalar(select(func.count(Address.id))) == 0
+
+
+def test_a_pair_gets_addresses_for_each_instance_and_keeps_its_topology(lb_client, sm):
+    made = call(lb_client, "alice", "POST", "/v1/loadbalancers", json={
+        "name": "ha", "listeners": LISTENER, "topology": "ACTIVE_STANDBY",
+        "members": [{"address": "10.20.0.2"}]}).json()
+    assert made["topology"] == "ACTIVE_STANDBY"
+    single = call(lb_client, "alice", "POST", "/v1/loadbalancers",
+                  json={"name": "one", "listeners": LISTENER}).json()
+    assert single["topology"] == "SINGLE"
+    # chosen at create, kept for life: an update naming it is refused and changes nothing
+    bad = call(lb_client, "alice", "PATCH", f"/v1/loadbalancers/{made['id']}",
+               json={"topology": "SINGLE"})
+    assert bad.status_code == 400 and "topology" in bad.text
+    driver = Recorder()
+    rec = LoadBalancerReconciler(sm, driver, "c1", Timing(busy=0.1, resync=1, lease=30,
+                                                          max_backoff=5),
+                                 nsm.Subnet.parse("10.20.0.0/24"))
+    with sm() as session:
+        ids = dict(session.execute(select(LoadBalancer.name, LoadBalancer.id)).all())
+    rec.reconcile(ids["ha"])
+    (spec,) = driver.specs.values()
+    # the VIPs and each instance's own addresses, all different, from the top of the pool
+    assert spec.tenant_address == "10.20.0.254/24" and spec.public_address == "172.31.250.10"
+    assert [(p.tenant_address, p.public_address) for p in spec.peers] == [
+        ("10.20.0.253/24", "172.31.250.11"), ("10.20.0.252/24", "172.31.250.12")]
+    rec.reconcile(ids["one"])
+    assert driver.specs["l" + str(ids["one"])].peers == ()
+    assert call(lb_client, "bob", "GET", f"/v1/loadbalancers/{made['id']}").status_code == 404
+    call(lb_client, "alice", "DELETE", f"/v1/loadbalancers/{made['id']}")
+    rec.reconcile(ids["ha"])
+    with sm() as session:  # the pair's six addresses go with it; the single's two stay
+        assert session.scalar(select(func.count(Address.id))) == 2
 
 
 def test_a_clusters_credential_reaches_only_its_own_load_balancers():

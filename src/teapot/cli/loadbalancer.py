@@ -14,7 +14,7 @@ from teapot.cli.client import TeapotClient, TeapotError
 COLUMNS = ("name", "id", "vip_address", "provisioning_status", "operating_status")
 SHOW = ("name", "id", "project_id", "network_id", "cluster_id", "vip_address", "tenant_address",
         "provisioning_status", "operating_status", "status_reason", "listeners", "members",
-        "health_check", "created_at", "updated_at")
+        "health_check", "topology", "created_at", "updated_at")
 
 
 class _Command:
@@ -107,12 +107,16 @@ class CreateLoadBalancer(_Command, ShowOne):
         parser.add_argument("name")
         parser.add_argument("--network", help="Tenant network (default: the project's default)")
         parser.add_argument("--cluster", help="A cluster on the network: its hosts are members")
+        parser.add_argument("--topology", choices=("SINGLE", "ACTIVE_STANDBY"),
+                            help="One instance (default), or an active/standby pair whose VIPs "
+                                 "move to the standby when the active instance is lost")
         _add_spec_arguments(parser)
         return parser
 
     def take_action(self, args):
         body = {"name": args.name, **_spec_body(args)}
-        for key, value in (("network", args.network), ("cluster", args.cluster)):
+        for key, value in (("network", args.network), ("cluster", args.cluster),
+                           ("topology", args.topology)):
             if value:
                 body[key] = value
         api = self.client()

@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from teapot import pki
 from teapot.conductor.hosts import Timing
+from teapot.conductor.loadbalancers import allocate_legs
 from teapot.db import addresses as adb
 from teapot.db import clusters as cdb
 from teapot.db import leases
@@ -106,7 +107,7 @@ class ClusterReconciler:
             **credential_fields(row.attrs),
             endpoint_wanted=wanted, endpoint_held=bool(endpoint),
             endpoint_ready=bool(endpoint) and endpoint.get("members") == masters
-            and self.loadbalancers is not None and self.loadbalancers.pid(endpoint["name"]) is not None,
+            and self.loadbalancers is not None and self.loadbalancers.running(endpoint["name"]),
             status=row.status, deleting=row.deleting,
             nodegroups=tuple(csm.NodeGroupView(g.name, g.role, g.node_count, g.flavor_id,
                                                tuple(g.nodes_to_remove or ())) for g in groups),
@@ -499,14 +500,14 @@ class ClusterReconciler:
         ordered = sorted(hosts, key=lambda h: (role_of.get(h.nodegroup) != csm.ROLE_MASTER, h.name))
         try:
             configs = self._addresses(row, ordered)
+            # several masters are worth an endpoint that outlives an instance: a pair
+            pair = sum(g.node_count for g in groups if g.role == csm.ROLE_MASTER) > 1
             with self.sm.begin() as session:
                 net = session.scalars(select(Network).where(Network.uuid == row.network_uuid)).one()
                 subnet = ndb.subnet_of(net, self.default_subnet)
-                tenant = adb.allocate(session, net.uuid, subnet, adb.ENDPOINT, row.uuid, row.uuid,
-                                      highest=True)
-                public = adb.allocate(session, adb.PUBLIC,
-                                      nsm.public_subnet(self.loadbalancers.public_cidr()),
-                                      adb.ENDPOINT, row.uuid, row.uuid)
+                tenant, public, peers = allocate_legs(
+                    session, net, subnet, self.loadbalancers.public_cidr(), adb.ENDPOINT,
+                    row.uuid, row.uuid, pair)
                 vlan = net.vlan_id
         except adb.NoFreeAddress as e:
             return self._settle(row, groups, hosts, csm.Settle(
@@ -518,7 +519,7 @@ class ClusterReconciler:
         name = f"c{row.id}"
         spec = Spec(name=name, vlan=vlan, tenant_address=f"{tenant}/{subnet.prefixlen}",
                     public_address=public, listeners=(Listener(6443, 6443),),
-                    members=tuple(members))
+                    members=tuple(members), peers=peers)
         try:
             self.loadbalancers.ensure(spec)
         except LoadBalancerError as e:

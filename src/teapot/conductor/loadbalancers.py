@@ -17,12 +17,29 @@ from teapot.db import addresses as adb
 from teapot.db import leases
 from teapot.db import networks as ndb
 from teapot.db.models import Host, LoadBalancer, Network
-from teapot.drivers.loadbalancer.base import Listener, LoadBalancerError, Spec
+from teapot.drivers.loadbalancer.base import Listener, LoadBalancerError, Peer, Spec
 from teapot.resources import loadbalancer as lbr
 from teapot.resources import network as nsm
 
 LOG = logging.getLogger(__name__)
 HEALTH_EVERY = 5.0  # seconds between looks at the health checks of a running load balancer
+
+
+def allocate_legs(session, net: Network, subnet: nsm.Subnet, public_cidr: str, kind: str,
+                  owner: str, cluster_uuid: str | None, pair: bool) -> tuple[str, str, tuple[Peer, ...]]:
+    """The addresses a load balancer holds (in the caller's transaction): its VIP on the tenant
+    network (from the top of the pool), its VIP on the public network, and for a pair each
+    instance's own address on both (kinds `<kind>-a`, `<kind>-b`)."""
+    public_subnet = nsm.public_subnet(public_cidr)
+
+    def both(k: str) -> tuple[str, str]:
+        return (adb.allocate(session, net.uuid, subnet, k, owner, cluster_uuid, highest=True),
+                adb.allocate(session, adb.PUBLIC, public_subnet, k, owner, cluster_uuid))
+
+    tenant, public = both(kind)
+    peers = tuple(Peer(f"{t}/{subnet.prefixlen}", p)
+                  for t, p in (both(f"{kind}-{s}") for s in "ab")) if pair else ()
+    return tenant, public, peers
 
 
 class LoadBalancerReconciler:
@@ -70,7 +87,7 @@ class LoadBalancerReconciler:
         name = self.name(row)
         status = row.status or {}
         view = lbr.View(row.provisioning_status, row.deleting, row.generation,
-                        row.applied_generation, self.driver.pid(name) is not None, members,
+                        row.applied_generation, self.driver.running(name), members,
                         tuple(status.get("applied_members") or ()))
         step = lbr.plan(view)
         try:
@@ -93,13 +110,11 @@ class LoadBalancerReconciler:
         with self.sm.begin() as session:
             net = session.scalars(select(Network).where(Network.uuid == row.network_uuid)).one()
             subnet = ndb.subnet_of(net, self.default_subnet)
-            tenant = adb.allocate(session, net.uuid, subnet, adb.LOADBALANCER, row.uuid, None,
-                                  highest=True)
-            public = adb.allocate(session, adb.PUBLIC,
-                                  nsm.public_subnet(self.driver.public_cidr()), adb.LOADBALANCER,
-                                  row.uuid, None)
+            tenant, public, peers = allocate_legs(
+                session, net, subnet, self.driver.public_cidr(), adb.LOADBALANCER, row.uuid, None,
+                spec.topology == lbr.ACTIVE_STANDBY)
             vlan = net.vlan_id
-        if tenant in members:
+        if tenant in members or any(p.tenant_address.split("/")[0] in members for p in peers):
             raise LoadBalancerError(f"member {tenant} has the address Teapot gave the load "
                                     "balancer's own leg on the network; choose members Teapot "
                                     "gave their addresses to")
@@ -108,7 +123,7 @@ class LoadBalancerReconciler:
             public_address=public,
             listeners=tuple(Listener(x.port, x.member_port) for x in spec.listeners),
             members=members, check_interval=spec.health_check.interval,
-            check_fall=spec.health_check.retries))
+            check_fall=spec.health_check.retries, peers=peers))
         LOG.info("load balancer %s: %s (%s on the tenant network) to %s", row.name, public,
                  tenant, ", ".join(members) or "no member")
         self._save(row, delay=0.5, reason=None, vip_address=public, tenant_address=tenant,

@@ -25,6 +25,12 @@ OFFLINE = "OFFLINE"
 NO_MONITOR = "NO_MONITOR"
 OP_ERROR = "ERROR"
 
+# Octavia's topologies: one instance, or an active/standby pair whose VIPs move to the standby
+# when the active instance is lost
+SINGLE = "SINGLE"
+ACTIVE_STANDBY = "ACTIVE_STANDBY"
+TOPOLOGIES = (SINGLE, ACTIVE_STANDBY)
+
 PROTOCOLS = ("TCP",)  # HAProxy, the data plane, balances TCP; UDP needs another one
 MAX_LISTENERS = 16
 MAX_MEMBERS = 256
@@ -54,18 +60,21 @@ class LoadBalancerSpec:
     members: tuple[str, ...]  # addresses on the network
     cluster: str | None  # a cluster uuid: its hosts are members too
     health_check: HealthCheck
+    topology: str = SINGLE  # chosen at create, kept for life
 
     def record(self) -> dict:
         return {"listeners": [{"protocol": x.protocol, "port": x.port, "member_port": x.member_port}
                               for x in self.listeners],
                 "members": list(self.members), "cluster": self.cluster,
                 "health_check": {"interval": self.health_check.interval,
-                                 "retries": self.health_check.retries}}
+                                 "retries": self.health_check.retries},
+                "topology": self.topology}
 
     @classmethod
     def from_record(cls, record: dict) -> LoadBalancerSpec:
         return cls(tuple(ListenerSpec(**x) for x in record["listeners"]), tuple(record["members"]),
-                   record.get("cluster"), HealthCheck(**record["health_check"]))
+                   record.get("cluster"), HealthCheck(**record["health_check"]),
+                   record.get("topology", SINGLE))
 
 
 def parse(body: dict, subnet_cidr: str, cluster_uuid: str | None) -> LoadBalancerSpec:
@@ -98,9 +107,12 @@ def parse(body: dict, subnet_cidr: str, cluster_uuid: str | None) -> LoadBalance
             raise ValidationError(f"members[{i}].address", f"{address} is a member already")
         members.append(str(address))
     check = body.get("health_check") or {}
+    topology = str(body.get("topology") or SINGLE).upper()
+    if topology not in TOPOLOGIES:
+        raise ValidationError("topology", f"{topology} is not one of {', '.join(TOPOLOGIES)}")
     return LoadBalancerSpec(tuple(listeners), tuple(members), cluster_uuid,
                             HealthCheck(float(check.get("interval", 2)),
-                                        int(check.get("retries", 2))))
+                                        int(check.get("retries", 2))), topology)
 
 
 def merged(record: dict, change: dict) -> dict:
@@ -113,7 +125,7 @@ def merged(record: dict, change: dict) -> dict:
            "health_check": {"interval": spec.health_check.interval,
                             "retries": spec.health_check.retries}}
     out.update({k: v for k, v in change.items() if k in out})
-    return out
+    return {**out, "topology": spec.topology}
 
 
 # -- the state machine -------------------------------------------------------------------------------

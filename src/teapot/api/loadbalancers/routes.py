@@ -62,7 +62,7 @@ def view(row: LoadBalancer, base: str) -> dict:
         "listeners": row.spec["listeners"],
         "members": [{"address": a, "operating_status": health.get(a, lbr.NO_MONITOR)}
                     for a in applied],
-        "health_check": row.spec["health_check"],
+        "health_check": row.spec["health_check"], "topology": spec.topology,
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
         "links": links(base, "loadbalancers", row.uuid),
     }

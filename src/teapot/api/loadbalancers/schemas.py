@@ -16,6 +16,9 @@ MEMBER = obj({"address": IPV4}, ("address",))
 HEALTH_CHECK = obj({"interval": {"type": "number", "minimum": 0.5, "maximum": 60,
                                  "description": "seconds between checks of each member"},
                     "retries": integer(1, 10, "failed checks before a member is taken out")})
+TOPOLOGY = {"type": "string", "enum": list(lbr.TOPOLOGIES),
+            "description": "SINGLE (one instance) or ACTIVE_STANDBY (a pair: the VIPs move to the "
+                           "standby when the active instance is lost); chosen at create"}
 CREATE = obj({
     "name": NAME, "description": nullable(string(1024)),
     "network": string(255, 1, description="the tenant network (name or uuid; default: the "
@@ -24,6 +27,7 @@ CREATE = obj({
     "listeners": array(LISTENER, lbr.MAX_LISTENERS),
     "members": array(MEMBER, lbr.MAX_MEMBERS),
     "health_check": HEALTH_CHECK,
+    "topology": TOPOLOGY,
     "project_id": string(64, 1, description="administrators only: the project it is made in "
                                             "(default: the token's)"),
 }, ("name",))
@@ -45,7 +49,7 @@ LOADBALANCER = obj({
     "status_reason": nullable({"type": "string"}),
     "listeners": array(LISTENER, lbr.MAX_LISTENERS),
     "members": array(obj({"address": IPV4, "operating_status": OPERATING}), lbr.MAX_MEMBERS * 2),
-    "health_check": HEALTH_CHECK,
+    "health_check": HEALTH_CHECK, "topology": TOPOLOGY,
     "created_at": TIMESTAMP, "updated_at": TIMESTAMP, "links": LINKS,
 }, ("id", "name", "project_id", "network_id", "provisioning_status", "operating_status", "links"))
 LOADBALANCER_LIST = obj({"loadbalancers": {"type": "array", "items": LOADBALANCER},

@@ -18,9 +18,20 @@ class Listener:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """One instance of an active/standby pair: its own addresses, which it keeps while the VIPs
+    move between the two."""
+
+    tenant_address: str  # "10.20.0.252/24"
+    public_address: str  # "172.31.250.11"
+
+
+@dataclass(frozen=True)
 class Spec:
     """One load balancer: its VIP on the tenant network (`tenant_address`, on `vlan`), its VIP on
-    the public network, and where it sends connections."""
+    the public network, and where it sends connections. With two `peers` it is an active/standby
+    pair: both instances run and check the members, the active one holds the VIPs, and the
+    standby takes them over when the active one is lost."""
 
     name: str  # short and unique: names the namespace and ports
     vlan: int
@@ -30,6 +41,7 @@ class Spec:
     members: tuple[str, ...]  # addresses on the tenant network
     check_interval: float = 2.0  # seconds between health checks
     check_fall: int = 2  # failed checks before a member is taken out
+    peers: tuple[Peer, ...] = ()  # none: a single instance holds the VIPs
 
 
 class LoadBalancers(Protocol):
@@ -38,6 +50,12 @@ class LoadBalancers(Protocol):
 
     def remove(self, name: str) -> None:
         """Gone, with everything it used (idempotent)."""
+
+    def running(self, name: str) -> bool:
+        """Whether every instance of it runs."""
+
+    def health(self, name: str) -> dict[str, bool]:
+        """Member address → whether its health checks pass, as the active instance sees them."""
 
     def public_cidr(self) -> str:
         """The public network VIPs come from."""
