@@ -4,13 +4,17 @@ does with Octavia:
 
 - each such Service gets the load balancer `k8s-<cluster uuid prefix>-<namespace>-<name>` below
   /v1/clusters/{uuid}/loadbalancers, whose members are the cluster's hosts: one listener per TCP
-  port of the Service, sending to its node port (other protocols are skipped and logged);
+  port of the Service, sending to its node port (other protocols are skipped, with a Warning
+  Event on the Service);
 - the Service carries the finalizer `teapot.openstack.org/loadbalancer` while its load balancer
   exists; a changed port list is a PATCH (the VIP stays); once ACTIVE, the VIP is written into the
   Service's `status.loadBalancer.ingress`;
 - a Service deleted, or no longer of type LoadBalancer, has its load balancer deleted, and then its
   finalizer and ingress removed; a load balancer of this controller's naming whose Service is gone
-  is deleted at the next full pass.
+  is deleted at the next full pass;
+- it records Events on the Service as Kubernetes' own service controller does
+  (EnsuringLoadBalancer, EnsuredLoadBalancer, DeletingLoadBalancer, DeletedLoadBalancer, and the
+  Warnings SyncLoadBalancerFailed and UnsupportedProtocol), each once while it says the same.
 
 It lists every Service, then watches them (the Kubernetes client) and makes a full pass again every
 `--resync` seconds, so nothing missed in a broken watch stays wrong for long. It talks to Teapot
@@ -24,6 +28,7 @@ endpoint, is Teapot. Services with a `spec.loadBalancerClass` are another contro
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import sys
@@ -97,17 +102,16 @@ def prefix(cluster: str) -> str:
     return f"k8s-{cluster.replace('-', '')[:8]}-"
 
 
-def listeners(service) -> list[dict]:
-    """The Service's TCP ports as listeners to its node ports."""
-    out = []
+def listeners(service) -> tuple[list[dict], list[str]]:
+    """The Service's TCP ports as listeners to its node ports, and what was skipped, said."""
+    out, skipped = [], []
     for port in service.spec.ports or ():
         if (port.protocol or "TCP") != "TCP":
-            LOG.warning("service %s/%s: port %s is %s; Teapot balances TCP only: skipped",
-                        service.metadata.namespace, service.metadata.name, port.port, port.protocol)
-            continue
-        if port.node_port:
+            skipped.append(f"port {port.port}/{port.protocol}: Teapot's load balancers balance "
+                           "TCP only; this port gets no listener")
+        elif port.node_port:
             out.append({"protocol": "TCP", "port": port.port, "member_port": port.node_port})
-    return out
+    return out, skipped
 
 
 def wanted(service) -> bool:
@@ -116,44 +120,82 @@ def wanted(service) -> bool:
 
 
 class Controller:
+    COMPONENT = "teapot-loadbalancers"
+
     def __init__(self, core: client.CoreV1Api, teapot: Teapot):
         self.core, self.teapot = core, teapot
+        self.said: dict[tuple[str, str], str] = {}  # (Service uid, reason) → the last message
 
-    def sync(self, service) -> None:
+    def event(self, service, warning: bool, reason: str, message: str) -> None:
+        """An Event on the Service (best effort: a refusal is logged), unless this process said
+        the same last time."""
+        meta = service.metadata
+        key = (meta.uid or f"{meta.namespace}/{meta.name}", reason)
+        if self.said.get(key) == message:
+            return
+        self.said[key] = message
+        (LOG.warning if warning else LOG.info)("service %s/%s: %s: %s", meta.namespace,
+                                               meta.name, reason, message)
+        now = datetime.datetime.now(datetime.UTC)
+        try:
+            self.core.create_namespaced_event(meta.namespace, client.CoreV1Event(
+                metadata=client.V1ObjectMeta(generate_name=f"{meta.name}."),
+                involved_object=client.V1ObjectReference(
+                    api_version="v1", kind="Service", namespace=meta.namespace, name=meta.name,
+                    uid=meta.uid, resource_version=meta.resource_version),
+                reason=reason, message=message, type="Warning" if warning else "Normal",
+                source=client.V1EventSource(component=self.COMPONENT), count=1,
+                first_timestamp=now, last_timestamp=now, reporting_component=self.COMPONENT,
+                reporting_instance=os.environ.get("HOSTNAME", self.COMPONENT)))
+        except ApiException as e:
+            LOG.warning("service %s/%s: event %s not recorded: %s", meta.namespace, meta.name,
+                        reason, e.reason)
+
+    def failed(self, service, error: Exception) -> None:
+        self.event(service, True, "SyncLoadBalancerFailed", str(error)[:1000])
+
+    def sync(self, service) -> bool:
+        """One Service made right as far as it can be now; whether it is settled (its VIP in its
+        status, or no load balancer and no finalizer left)."""
         meta = service.metadata
         name = lb_name(self.teapot.cluster, meta.namespace, meta.name)
         finalizers = list(meta.finalizers or ())
         if not wanted(service):
             if FINALIZER not in finalizers:
-                return
+                return True
             if self.teapot.get(name) is not None:
                 self.teapot.delete(name)
-                LOG.info("service %s/%s: deleting load balancer %s", meta.namespace, meta.name,
-                         name)
-                return  # the next pass removes the finalizer once it is gone
+                self.event(service, False, "DeletingLoadBalancer", f"deleting {name}")
+                return False  # the next pass removes the finalizer once it is gone
+            version = meta.resource_version
             if service.status.load_balancer and service.status.load_balancer.ingress:
-                self.core.patch_namespaced_service_status(
-                    meta.name, meta.namespace, {"status": {"loadBalancer": {"ingress": None}}})
+                version = self.core.patch_namespaced_service_status(
+                    meta.name, meta.namespace, {"status": {"loadBalancer": {"ingress": None}}}
+                ).metadata.resource_version
             # a JSON patch: a merge patch merges finalizer lists, it cannot take one out
             self.core.patch_namespaced_service(meta.name, meta.namespace, [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version},
+                {"op": "test", "path": "/metadata/resourceVersion", "value": version},
                 {"op": "replace", "path": "/metadata/finalizers",
                  "value": [f for f in finalizers if f != FINALIZER]}])
-            LOG.info("service %s/%s: load balancer %s gone", meta.namespace, meta.name, name)
-            return
+            self.event(service, False, "DeletedLoadBalancer", f"{name} deleted")
+            return True
         if FINALIZER not in finalizers:  # before anything exists in Teapot
             self.core.patch_namespaced_service(meta.name, meta.namespace, {"metadata": {
                 "finalizers": [*finalizers, FINALIZER], "resourceVersion": meta.resource_version}})
-        want = listeners(service)
+        want, skipped = listeners(service)
+        for said in skipped:
+            self.event(service, True, "UnsupportedProtocol", said)
         lb = self.teapot.get(name)
         if lb is None:
+            self.event(service, False, "EnsuringLoadBalancer", f"making {name}")
             lb = self.teapot.create({"name": name, "listeners": want,
                                      "description": f"Service {meta.namespace}/{meta.name}"})
-            LOG.info("service %s/%s: load balancer %s made", meta.namespace, meta.name, name)
         elif [{k: x[k] for k in ("protocol", "port", "member_port")} for x in lb["listeners"]] \
                 != want:
+            self.event(service, False, "EnsuringLoadBalancer", f"changing {name}'s listeners")
             lb = self.teapot.update(name, {"listeners": want})
-            LOG.info("service %s/%s: load balancer %s changed", meta.namespace, meta.name, name)
+        if lb["provisioning_status"] == "ERROR":
+            raise TeapotError(f"load balancer {name}: {lb.get('status_reason') or 'ERROR'}")
         ingress = [{"ip": lb["vip_address"]}] if lb["provisioning_status"] == "ACTIVE" \
             and lb.get("vip_address") else None
         current = [{"ip": x.ip} for x in (service.status.load_balancer.ingress or ())] \
@@ -161,7 +203,10 @@ class Controller:
         if ingress and ingress != current:
             self.core.patch_namespaced_service_status(
                 meta.name, meta.namespace, {"status": {"loadBalancer": {"ingress": ingress}}})
-            LOG.info("service %s/%s: at %s", meta.namespace, meta.name, ingress[0]["ip"])
+            self.said.pop((meta.uid or f"{meta.namespace}/{meta.name}", "SyncLoadBalancerFailed"),
+                          None)
+            self.event(service, False, "EnsuredLoadBalancer", f"{name} at {ingress[0]['ip']}")
+        return bool(ingress)
 
     def full_pass(self) -> tuple[str, bool]:
         """Every Service synced, orphaned load balancers deleted; (resourceVersion to watch from,
@@ -169,18 +214,13 @@ class Controller:
         listed = self.core.list_service_for_all_namespaces()
         names, pending = set(), False
         for service in listed.items:
-            try:
-                self.sync(service)
-            except (ApiException, TeapotError) as e:
-                LOG.warning("service %s/%s: %s", service.metadata.namespace,
-                            service.metadata.name, e)
-                pending = True
-                continue
             if wanted(service):
                 names.add(lb_name(self.teapot.cluster, service.metadata.namespace,
                                   service.metadata.name))
-                pending |= not (service.status.load_balancer and service.status.load_balancer.ingress)
-            elif FINALIZER in (service.metadata.finalizers or ()):
+            try:
+                pending |= not self.sync(service)
+            except (ApiException, TeapotError) as e:
+                self.failed(service, e)
                 pending = True
         for lb in self.teapot.list():
             if lb["name"].startswith(prefix(self.teapot.cluster)) and lb["name"] not in names:
@@ -205,8 +245,7 @@ class Controller:
                     try:
                         self.sync(event["object"])
                     except (ApiException, TeapotError) as e:
-                        LOG.warning("service %s/%s: %s", event["object"].metadata.namespace,
-                                    event["object"].metadata.name, e)
+                        self.failed(event["object"], e)
             except (ApiException, OSError) as e:
                 LOG.warning("watch: %s", e)
 

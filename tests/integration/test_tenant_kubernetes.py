@@ -374,7 +374,7 @@ def test_a_service_of_type_loadbalancer_gets_a_vip_from_the_clusters_controller(
         controller.terminate()
         controller.wait(timeout=10)
         log.close()
-    assert "made" in (tmp_path / "controller.log").read_text()
+    assert "EnsuredLoadBalancer" in (tmp_path / "controller.log").read_text()
 
 
 def test_a_certificate_of_another_clusters_ca_is_refused(clusters, tmp_path):
