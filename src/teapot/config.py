@@ -33,6 +33,10 @@ OPTS = {
         cfg.StrOpt("project_domain_name", default="Default"),
         cfg.IntOpt("cache_seconds", default=300, min=0,
                    help="How long a validated token is trusted before Keystone is asked again."),
+        cfg.FloatOpt("http_connect_timeout", default=5.0, min=0.5,
+                     help="Seconds Keystone has to answer a token validation (as "
+                          "keystonemiddleware's option); past it the request is a 503 with "
+                          "Retry-After."),
     ],
     "ironic": [
         cfg.URIOpt("endpoint", required=True, help="Ironic API URL (standalone, no Keystone)."),

@@ -18,7 +18,7 @@ from teapot.api import openapi, operations
 from teapot.api.auth import TokenValidator
 from teapot.api.bucket_credentials import routes as bucket_routes
 from teapot.api.container_infra import routes as ci_routes
-from teapot.api.errors import APIError, error_response
+from teapot.api.errors import APIError, Unavailable, error_response
 from teapot.api.hosts import routes as host_routes
 from teapot.api.loadbalancers import routes as loadbalancer_routes
 from teapot.api.networks import routes as network_routes
@@ -75,6 +75,32 @@ async def openapi_document(request: Request) -> JSONResponse:
     return JSONResponse(doc)
 
 
+def dependency_failure(exc: Exception) -> Unavailable | None:
+    """The 503 for an exception that says a dependency is down rather than Teapot wrong: the
+    database gone or locked, a service not answering (keystoneauth's connection errors and
+    timeouts, a 5xx it passed on), named by the URL it was asked at."""
+    from keystoneauth1 import exceptions as ksa_exc
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or \
+            (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
+        return Unavailable("the database", str(exc.orig).splitlines()[0][:200]
+                           if getattr(exc, "orig", None) else type(exc).__name__)
+    if isinstance(exc, ksa_exc.ConnectionError | ksa_exc.RequestTimeout |
+                  ksa_exc.HttpServerError):
+        url = getattr(exc, "url", None) or ""
+        return Unavailable(f"the service at {_origin(url)}" if url else "a service Teapot uses",
+                           str(exc).splitlines()[0][:200])
+    return None
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+
+
 def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
     """The application; `validator` (Keystone token validation) and `identity` (clusters'
     Keystone credentials, drivers.identity.KeystoneCredentials) default to ones from `conf`."""
@@ -82,7 +108,9 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
     routes.extend(observe.ROUTES)  # /metrics and /healthz, unauthenticated
 
     async def on_api_error(request, exc: APIError):
-        return error_response(request, exc.status, exc.detail, exc.code)
+        response = error_response(request, exc.status, exc.detail, exc.code)
+        response.headers.update(exc.headers)
+        return response
 
     async def on_validation(request, exc: ValidationError):
         return error_response(request, 400, str(exc), "invalid_input")
@@ -112,6 +140,10 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
         return response
 
     async def on_error(request, exc: Exception):
+        unavailable = dependency_failure(exc)
+        if unavailable is not None:
+            LOG.warning("%s %s: %s", request.method, request.url.path, unavailable.detail)
+            return await on_api_error(request, unavailable)
         LOG.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal error; the request id is in the server log")
 
@@ -145,7 +177,7 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
     ka = conf.keystone_authtoken
     app.state.validator = validator or TokenValidator(
         ka.auth_url, ka.username, ka.password, ka.project_name, ka.user_domain_name,
-        ka.project_domain_name, ka.cache_seconds)
+        ka.project_domain_name, ka.cache_seconds, timeout=ka.http_connect_timeout)
     return _with_request_id(observe.instrument(app, app.state.reader))
 
 
