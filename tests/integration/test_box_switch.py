@@ -7,6 +7,7 @@ conductor. Hosts and Ironic's ports say where each NIC is cabled. A switch left 
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import signal
 import stat
@@ -117,6 +118,42 @@ def test_the_switch_runs_with_every_host_on_the_idle_vlan(box):
         fabric.vlans.idle}, timeout=60, what="every host's port on the idle VLAN")
     assert fabric.trunk is not None and fabric.trunk.port in ports
     assert fabric.trunk_vlans() == {fabric.vlans.guard}
+
+
+def _components(box: Box) -> dict[str, dict]:
+    proc = subprocess.run([TEAPOT, "status", "--state-dir", str(box.state_dir), "-f", "json"],
+                          capture_output=True, text=True, check=True, env=box.env())
+    return {c["component"]: c for c in json.loads(proc.stdout)["components"]}
+
+
+@pytest.mark.parametrize("daemon", ["ovs-vswitchd", "ovsdb-server", "sshd"])
+def test_the_switchs_daemons_are_components_started_again_when_they_die(box, daemon):
+    """`teapot status` lists the switch's daemons; one killed is started again by the box's
+    supervisor (by its pid file), with the switch as it was: ports, VLANs, the SSH the switch
+    driver uses."""
+    fabric = fabric_of(box)
+    name = "switch-sshd" if daemon == "sshd" else daemon
+    shown = _components(box)
+    old = fabric.daemon_pid(daemon)
+    assert shown[name]["state"] == "running" and shown[name]["detail"] == f"pid {old}"
+    os.kill(old, signal.SIGKILL)
+    again = wait_for(lambda: (c := _components(box)[name])["state"] == "running"
+                     and c["detail"].startswith("pid ") and c["detail"] != f"pid {old}" and c,
+                     timeout=30, interval=0.2, what=f"{daemon} running again")
+    assert "1 exits" in again["detail"]
+    assert fabric.daemon_pid(daemon) not in (None, old)
+    assert f"{name} is not running; restarting it" in "\n".join(box.lines)
+    assert _components(box)["box"]["state"] == "ok"
+    ports = fabric.vsctl("list-ports", fabric.bridge).split()
+    assert all(fabric.host(h).port in ports for h in HOSTS)
+    assert {fabric.port_vlan(fabric.host(h).port) for h in HOSTS} == {fabric.vlans.idle}
+    # the switch driver's SSH reaches the switch again
+    ssh = fabric.ssh_dir
+    got = subprocess.run(["ssh", "-i", str(ssh / "client_ed25519"), "-o",
+                          f"UserKnownHostsFile={ssh / 'known_hosts'}", "-o", "BatchMode=yes",
+                          "-p", str(fabric.ssh_port), "root@127.0.0.1", "ovs-vsctl", "br-exists",
+                          fabric.bridge], capture_output=True, text=True, timeout=30)
+    assert got.returncode == 0, got.stderr
 
 
 def test_switches_file_reaches_the_switch_and_teapot_conf_points_at_it(box):

@@ -410,11 +410,14 @@ class Box:
     def supervise(self, backoff: Backoff | None = None) -> None:
         """Restart a child that exits, backing off one that keeps exiting, until a stop is
         requested; the health of every child is kept in run/status.json."""
+        fabric = self._wait_fabric()
         self.supervisor = Supervisor(self.target, box_services(neutron=self.neutron,
                                                                storage=self.storage,
                                                                switch=self.switch,
                                                                octavia=self.octavia), self.say,
-                                     backoff or Backoff())
+                                     backoff or Backoff(),
+                                     daemons=[SwitchDaemon(fabric, d) for d in fabric.DAEMONS]
+                                     if fabric is not None else ())
         self.supervisor.run(self.stop_requested.wait)
 
     def stop(self) -> None:
@@ -422,6 +425,24 @@ class Box:
         if self.supervisor is not None:
             self.supervisor.close()
         self.stop_fabric()
+
+
+class SwitchDaemon:
+    """One of the switch's daemons, for the supervisor to watch: `ovsdb-server`, `ovs-vswitchd`
+    and the switch's sshd (`switch-sshd`)."""
+
+    def __init__(self, fabric: Fabric, daemon: str):
+        self.fabric, self.daemon = fabric, daemon
+        self.name = "switch-sshd" if daemon == "sshd" else daemon
+
+    def pid(self) -> int | None:
+        return self.fabric.daemon_pid(self.daemon)
+
+    def start(self) -> None:
+        try:
+            self.fabric.restart_daemon(self.daemon)
+        except FabricError as e:
+            raise DeployError(str(e)) from None
 
 
 def _logging_to(path: Path, say):

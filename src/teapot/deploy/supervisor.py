@@ -6,6 +6,10 @@ each restart waits twice as long as the one before, up to a cap (a minute), as s
 and supervisord do. The supervisor never waits for one component: a restarted service's readiness
 is probed once per round, between looks at the others.
 
+Daemons that run on their own (the switch's ovsdb-server, ovs-vswitchd and sshd, which detach) are
+watched the same way through their pid files (`Daemon`): one that died is started again, with the
+same backoff, and shows in the status like every other component.
+
 After every change the supervisor writes its view to `run/status.json` in the state directory,
 which `teapot status` reads.
 """
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -67,9 +72,36 @@ class Component:
         return self.service.name
 
 
+class Daemon(Protocol):
+    """A process that runs on its own, found by its pid file."""
+
+    name: str
+
+    def pid(self) -> int | None:
+        """Its pid while it runs."""
+
+    def start(self) -> None:
+        """Start it again as it was started (raises DeployError)."""
+
+
+@dataclass
+class Watched:
+    daemon: Daemon
+    state: str = "running"  # running | restarting | stopped
+    exits: list[float] = field(default_factory=list)
+    last_code: int | None = None
+    delay: float = 0.0
+    next_try: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.daemon.name
+
+
 class Supervisor:
     def __init__(self, target: LocalTarget, services: Iterable[Service], say: Callable[[str], None],
-                 backoff: Backoff = Backoff(), start_timeout: float = 120.0):
+                 backoff: Backoff = Backoff(), start_timeout: float = 120.0,
+                 daemons: Iterable[Daemon] = ()):
         self.target = target
         self.say = say
         self.backoff = backoff
@@ -78,6 +110,7 @@ class Supervisor:
         for component in self.components.values():
             if component.running is None:
                 component.state = "stopped"
+        self.watched = {d.name: Watched(d) for d in daemons}
         self.status_file = target.ctx.state_dir / STATUS_FILE
         self.closed = False
         self._client = httpx.Client(timeout=1.0)
@@ -104,8 +137,26 @@ class Supervisor:
         for c in self.components.values():
             if c.state == "starting":
                 changed |= self._check_started(c)
+        changed |= self._watch(now)
         if changed:
             self.write_status()
+
+    def _watch(self, now: float) -> bool:
+        changed = False
+        for w in self.watched.values():
+            if w.state == "running" and w.daemon.pid() is None:
+                self._backoff(w, f"{w.name} is not running")
+                changed = True
+            elif w.state == "restarting" and now >= w.next_try:
+                try:
+                    w.daemon.start()
+                except DeployError as e:
+                    self._backoff(w, f"{w.name} could not be started: {e}")
+                else:
+                    w.state = "running"
+                    self.say(f"{w.name} is running again")
+                changed = True
+        return changed
 
     def _check_started(self, c: Component) -> bool:
         now = time.monotonic()
@@ -131,21 +182,32 @@ class Supervisor:
         if c.running is not None:
             self.target.forget(c.running)
             c.running = None
+        c.last_code = code
+        grew = self._backoff(c, what, say=not show_log)
+        if grew and show_log and c.delay:
+            log = self.target.ctx.log_path(c.name)
+            self.say(f"{what}; {len(c.exits)} exits in {self.backoff.window / 60:.0f} min, "
+                     f"restarting it in {c.delay:g} s; last lines of {log}:\n{log_tail(log)}")
+        elif show_log:
+            self._say_restart(c, what)
+
+    def _backoff(self, c: Component | Watched, what: str, say: bool = True) -> bool:
+        """An exit counted, the next start scheduled; whether the wait grew."""
         wall = time.time()
         c.exits = [t for t in c.exits if wall - t < self.backoff.window] + [wall]
-        c.last_code = code
         delay = self.backoff.delay(len(c.exits))
         grew, c.delay = delay > c.delay, delay
         c.state, c.next_try = "restarting", time.monotonic() + delay
-        if not delay:
+        if say:
+            self._say_restart(c, what)
+        return grew
+
+    def _say_restart(self, c: Component | Watched, what: str) -> None:
+        if not c.delay:
             self.say(f"{what}; restarting it")
-            return
-        line = (f"{what}; {len(c.exits)} exits in {self.backoff.window / 60:.0f} min, "
-                f"restarting it in {delay:g} s")
-        if grew and show_log:
-            log = self.target.ctx.log_path(c.name)
-            line += f"; last lines of {log}:\n{log_tail(log)}"
-        self.say(line)
+        else:
+            self.say(f"{what}; {len(c.exits)} exits in {self.backoff.window / 60:.0f} min, "
+                     f"restarting it in {c.delay:g} s")
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[float], bool], tick: float = 0.25) -> None:
@@ -156,7 +218,7 @@ class Supervisor:
 
     def close(self) -> None:
         """After every child was stopped: the status says so."""
-        for c in self.components.values():
+        for c in [*self.components.values(), *self.watched.values()]:
             c.state = "stopped"
         self.closed = True
         self.write_status()
@@ -174,6 +236,12 @@ class Supervisor:
                 "exits": [t for t in c.exits if wall - t < self.backoff.window],
                 "last_code": c.last_code,
                 "next_try": wall + max(0.0, c.next_try - now) if c.state == "restarting" else None,
+            }
+        for w in self.watched.values():
+            components[w.name] = {
+                "state": w.state, "pid": w.daemon.pid() if w.state == "running" else None,
+                "exits": [t for t in w.exits if wall - t < self.backoff.window], "last_code": None,
+                "next_try": wall + max(0.0, w.next_try - now) if w.state == "restarting" else None,
             }
         write_private(self.status_file, json.dumps({
             "pid": os.getpid(), "updated": wall, "window": self.backoff.window,

@@ -295,18 +295,64 @@ class Fabric:
         db = ovs / "db" / "conf.db"
         db.unlink(missing_ok=True)
         self._run("ovsdb-tool", "create", str(db), str(OVS_SCHEMA))
-        self._run("ovsdb-server", str(db), f"--remote=punix:{ovs / 'run' / 'db.sock'}",
-                  f"--unixctl={ovs / 'run' / 'ovsdb-server.ctl'}",
-                  f"--pidfile={ovs / 'run' / 'ovsdb-server.pid'}",
-                  f"--log-file={ovs / 'log' / 'ovsdb-server.log'}", "--detach", "--no-chdir",
-                  netns=True)
+        self._run(*self._daemon_argv("ovsdb-server"), netns=True)
         self.vsctl("--no-wait", "init")
-        self._run("ovs-vswitchd", self.db_socket, f"--unixctl={ovs / 'run' / 'ovs-vswitchd.ctl'}",
-                  f"--pidfile={ovs / 'run' / 'ovs-vswitchd.pid'}",
-                  f"--log-file={ovs / 'log' / 'ovs-vswitchd.log'}", "--detach", "--no-chdir",
-                  netns=True)
+        self._run(*self._daemon_argv("ovs-vswitchd"), netns=True)
         self.vsctl("add-br", self.bridge, "--", "set", "bridge", self.bridge,
                    "datapath_type=netdev", f"other_config:hwaddr={self.mac}")
+
+    def _daemon_argv(self, name: str) -> list[str]:
+        ovs = self.dir / "ovs"
+        first = str(ovs / "db" / "conf.db") if name == "ovsdb-server" else self.db_socket
+        extra = [f"--remote=punix:{ovs / 'run' / 'db.sock'}"] if name == "ovsdb-server" else []
+        return [name, first, *extra, f"--unixctl={ovs / 'run' / f'{name}.ctl'}",
+                f"--pidfile={ovs / 'run' / f'{name}.pid'}",
+                f"--log-file={ovs / 'log' / f'{name}.log'}", "--detach", "--no-chdir"]
+
+    # -- the switch's own processes, watched by the box ------------------------------------------
+    DAEMONS = ("ovsdb-server", "ovs-vswitchd", "sshd")
+
+    def daemon_pid(self, name: str) -> int | None:
+        """The pid of one of the switch's daemons (DAEMONS) while it runs."""
+        pidfile = (self.ssh_dir if name == "sshd" else self.run_dir) / f"{name}.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        if not _pid_is(pid, name):
+            return None
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        if state == "Z":
+            _reap(pid)
+            return None
+        return pid
+
+    def restart_daemon(self, name: str) -> None:
+        """Start a daemon of the switch that died, as it was started: its database, bridge,
+        ports and keys are where it left them (veths survive; ovs-vswitchd finds its ports)."""
+        if name not in self.DAEMONS:
+            raise FabricError(f"switch {self.name}: no daemon {name!r}")
+        if self.daemon_pid(name) is not None:
+            return
+        if name == "sshd":
+            self._spawn_sshd(self.state.ssh_port)
+            return
+        self._run(*self._daemon_argv(name), netns=True)
+
+    def _spawn_sshd(self, port: int) -> bool:
+        ssh = self.ssh_dir
+        log = ssh / "sshd.log"
+        proc = subprocess.Popen([SSHD, "-D", "-f", str(ssh / "sshd_config"), "-E", str(log)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        if _wait_listening(port, proc):
+            return True
+        proc.wait(timeout=5)
+        raise FabricError(f"switch {self.name}: sshd did not start: "
+                          f"{(log.read_text()[-500:] if log.exists() else '').strip()}")
 
     def _start_sshd(self) -> None:
         ssh = self.ssh_dir
@@ -347,18 +393,16 @@ class Fabric:
                 f"SetEnv OVS_RUNDIR={self.run_dir}",
                 "",
             ]))
-            log = ssh / "sshd.log"
-            log.unlink(missing_ok=True)
-            proc = subprocess.Popen([SSHD, "-D", "-f", str(ssh / "sshd_config"), "-E", str(log)],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-            if _wait_listening(port, proc):
-                self.state.ssh_port = port
-                self._save()
-                return
-            proc.wait(timeout=5)
-            last_error = log.read_text()[-500:] if log.exists() else ""
-        raise FabricError(f"switch {self.name}: sshd did not start: {last_error.strip()}")
+            (ssh / "sshd.log").unlink(missing_ok=True)
+            try:
+                self._spawn_sshd(port)
+            except FabricError as e:
+                last_error = str(e)
+                continue
+            self.state.ssh_port = port
+            self._save()
+            return
+        raise FabricError(last_error)
 
     # -- hosts ------------------------------------------------------------------------------------
 

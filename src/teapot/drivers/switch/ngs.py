@@ -11,7 +11,11 @@ many operations and sends them in one session, through the hook ngs itself batch
 own `check_output`. The SSH connection is kept between sessions (`ngs_ssh_reuse_connection`).
 Devices that are not netmiko based are called once per operation. For Open vSwitch, each
 operation's commands run as one OVSDB transaction (see `ovs_transactions`), and the switch's answer
-is read for ovs-vsctl errors, which ngs's OVS driver does not look for.
+is read for ovs-vsctl errors, which ngs's OVS driver does not look for. A change written to OVSDB
+counts as done only once ovs-vswitchd has applied it (ovs-vsctl waits for its `cur_cfg` to reach
+the database's `next_cfg`, bounded by `ovs_confirmed`); a data plane that does not apply it
+(ovs-vswitchd frozen or dead) is a SwitchError, so the conductor keeps the host waiting with the
+reason and tries again.
 """
 
 from __future__ import annotations
@@ -146,6 +150,32 @@ def ovs_transactions(operations: list[list[str]]) -> list[str]:
     return lines
 
 
+OVS_WAIT = 1  # seconds ovs-vswitchd has to apply a transaction: under netmiko's 2 s of silence
+
+
+def ovs_confirmed(lines: list[str], nonce: str) -> list[str]:
+    """Transactions for the switch's shell that each wait (at most OVS_WAIT seconds) for
+    ovs-vswitchd to apply them, as ovs-vsctl does by default, and then print their exit status as
+    `teapot-rc-<nonce>-<i> <status>`: 0 once applied, 142 (SIGALRM) when the data plane did not
+    apply it in time."""
+    return [f"{OVS_VSCTL}--timeout={OVS_WAIT} {line[len(OVS_VSCTL):]}; "
+            f"echo teapot-rc-{nonce}-{i} $?" for i, line in enumerate(lines)]
+
+
+def ovs_outcome(output: str, nonce: str, count: int) -> str | None:
+    """None when every transaction was applied; else what went wrong, from the switch's answer."""
+    for i in range(count):
+        found = re.search(rf"^teapot-rc-{nonce}-{i} (\d+)\s*$", output, re.M)
+        if found is None:
+            return "the switch did not confirm the change"
+        if found[1] == "142":
+            return (f"written to the switch's database but not applied by its data plane within "
+                    f"{OVS_WAIT} s (ovs-vswitchd is not answering)")
+        if found[1] != "0":
+            return f"ovs-vsctl exited with status {found[1]}"
+    return None
+
+
 def _load_ngs() -> None:
     """Import networking-generic-switch once. Its batching module registers an exit hook that waits
     for a thread pool Teapot never uses (commands are batched here, in one session) and logs an
@@ -273,16 +303,21 @@ class NgsSwitch:
                 finally:
                     self._device.batch_cmds = None
                 commands = [c for op in collector.operations for c in op]
-                if self.device_type == "netmiko_ovs_linux":
-                    commands = ovs_transactions(collector.operations)
+                ovs = self.device_type == "netmiko_ovs_linux"
+                nonce = uuid.uuid4().hex[:12]
+                if ovs and commands:
+                    commands = ovs_confirmed(ovs_transactions(collector.operations), nonce)
                 if commands:
                     self.sessions += 1
                     output = self._device.send_commands_to_device(commands) or ""
                     self._device.check_output(output, what)
-                    if self.device_type == "netmiko_ovs_linux" and OVS_ERROR_RE.search(output):
+                    if ovs and OVS_ERROR_RE.search(output):
                         # ngs's OVS driver reads no errors from the switch's answer
                         error = OVS_ERROR_RE.split(output, 1)[1].splitlines()[0]
                         raise SwitchError(f"switch {self.name}: {what} failed: ovs-vsctl: {error}")
+                    problem = ovs_outcome(output, nonce, len(commands)) if ovs else None
+                    if problem:
+                        raise SwitchError(f"switch {self.name}: {what}: {problem}")
             except SwitchError:
                 raise
             except Exception as exc:
