@@ -246,8 +246,9 @@ def test_a_change_the_data_plane_does_not_apply_is_a_switch_error_until_it_does(
     vswitchd = fabric.daemon_pid("ovs-vswitchd")
     os.kill(vswitchd, signal.SIGSTOP)
     try:
-        with pytest.raises(SwitchError, match="not applied by its data plane"):
-            switch.set_many({h3: A}, {h3: B})
+        for _ in range(2):  # the second time, the database has the change already
+            with pytest.raises(SwitchError, match="not applied by its data plane"):
+                switch.set_many({h3: A}, {h3: B})
     finally:
         os.kill(vswitchd, signal.SIGCONT)
     switch.set_many({h3: A}, {h3: B})

@@ -229,3 +229,41 @@ def test_hosts_keep_their_vlans_across_a_restart_of_the_box(net_box, tenants, ap
     wait_for(lambda: all(fabric.port_vlan(fabric.host(h).port) == v for h, v in members.items()),
              timeout=60, what="ports back on their tenant's VLAN")
     assert vlans["red"] in fabric.trunk_vlans()
+
+
+def test_a_frozen_data_plane_holds_the_port_change_with_the_reason_until_it_applies(net_box,
+                                                                                     tenants, apis):
+    """ovs-vswitchd frozen (SIGSTOP): a host released from a cluster cannot leave its tenant's
+    VLAN; the switch's database would take the change but the data plane does not apply it, so
+    Teapot does not count it as done and shows why on the host; thawed, the host is moved, cleaned
+    and idle."""
+    import os
+    import signal
+
+    fabric = Fabric.load(net_box.state_dir)
+    uuid = tenants["clusters"]["rival"]
+    before = set(_hosts_of(apis, uuid))
+    vswitchd = fabric.daemon_pid("ovs-vswitchd")
+    os.kill(vswitchd, signal.SIGSTOP)
+    try:
+        apis["rival"]("POST", f"/v1/clusters/{uuid}/actions/resize", json={"node_count": 1})
+
+        def held():
+            for name in before:
+                host = apis["admin"]("GET", f"/v1/hosts/{name}")
+                if "data plane" in (host["network"]["error"] or ""):
+                    return host
+            return None
+        host = wait_for(held, timeout=120, what="the data plane named on the released host")
+        released = host["name"]
+        assert host["network"]["vlan"] == tenants["vlans"]["red"]  # not counted as moved
+        assert host["state"] != "available"
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+
+    def idle():
+        host = apis["admin"]("GET", f"/v1/hosts/{released}")
+        return host["state"] == "available" and host["network"]["vlan"] == fabric.vlans.idle \
+            and host["network"]["error"] is None
+    wait_for(idle, timeout=180, what=f"{released} moved, cleaned and idle")
+    assert fabric.port_vlan(fabric.host(released).port) == fabric.vlans.idle

@@ -197,8 +197,11 @@ def test_each_ovs_transaction_waits_for_the_data_plane_and_says_how_it_ended():
     from teapot.drivers.switch.ngs import OVS_WAIT, ovs_confirmed, ovs_outcome
 
     lines = ovs_confirmed(["ovs-vsctl set port p1 tag=100", "ovs-vsctl set port p2 tag=200"], "n1")
-    assert lines == [f"ovs-vsctl --timeout={OVS_WAIT} set port p1 tag=100; echo teapot-rc-n1-0 $?",
-                     f"ovs-vsctl --timeout={OVS_WAIT} set port p2 tag=200; echo teapot-rc-n1-1 $?"]
+    assert lines == [
+        f"ovs-vsctl --timeout={OVS_WAIT} set port p1 tag=100 -- set Open_vSwitch . "
+        "external_ids:teapot-change=n1-0; echo teapot-rc-n1-0 $?",
+        f"ovs-vsctl --timeout={OVS_WAIT} set port p2 tag=200 -- set Open_vSwitch . "
+        "external_ids:teapot-change=n1-1; echo teapot-rc-n1-1 $?"]
     echoed = "\n".join(lines)  # the terminal echoes the commands themselves
     assert ovs_outcome(echoed + "\nteapot-rc-n1-0 0\nteapot-rc-n1-1 0\n", "n1", 2) is None
     assert "did not confirm" in ovs_outcome(echoed + "\nteapot-rc-n1-0 0\n", "n1", 2)

@@ -158,8 +158,11 @@ def ovs_confirmed(lines: list[str], nonce: str) -> list[str]:
     ovs-vswitchd to apply them, as ovs-vsctl does by default, and then print their exit status as
     `teapot-rc-<nonce>-<i> <status>`: 0 once applied, 142 (SIGALRM) when the data plane did not
     apply it in time."""
-    return [f"{OVS_VSCTL}--timeout={OVS_WAIT} {line[len(OVS_VSCTL):]}; "
-            f"echo teapot-rc-{nonce}-{i} $?" for i, line in enumerate(lines)]
+    # Each also writes its own mark: a transaction that changes nothing (its change is already in
+    # the database, from an attempt the data plane never applied) would not wait at all.
+    return [f"{OVS_VSCTL}--timeout={OVS_WAIT} {line[len(OVS_VSCTL):]} -- set Open_vSwitch . "
+            f"external_ids:teapot-change={nonce}-{i}; echo teapot-rc-{nonce}-{i} $?"
+            for i, line in enumerate(lines)]
 
 
 def ovs_outcome(output: str, nonce: str, count: int) -> str | None:
