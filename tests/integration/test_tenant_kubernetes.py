@@ -308,9 +308,10 @@ def test_a_service_of_type_loadbalancer_gets_a_vip_from_the_clusters_controller(
         box, clusters, apis, tmp_path):
     """The add-on Teapot put in the cluster, run as its Deployment says with the Secret Teapot put
     there: a Service of type LoadBalancer gets a load balancer of its cluster and its VIP in the
-    Service's status, and the VIP answers from the outside world with the cluster's hosts (servers
-    on the node port stand in for kube-proxy). The cluster's credential reaches no other cluster's
-    load balancers. The Service deleted, its load balancer goes, then the Service."""
+    Service's status, with HAProxy sending the VIP's port to the node port of every host (the
+    emulated hosts run no kube-proxy: traffic to node ports is not tested here). The cluster's
+    credential reaches no other cluster's load balancers. The Service deleted, its load balancer
+    goes, then the Service."""
     demo = clusters["demo"]
     secret = wait_for(lambda: json.loads(kubectl(
         demo["kubeconfig"], "get", "secret", "-n", "kube-system", "teapot-loadbalancers", "-o",
