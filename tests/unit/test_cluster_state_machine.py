@@ -232,6 +232,21 @@ def test_hosts_being_provisioned_are_waited_for(state):
     assert "1 host" in step.reason
 
 
+def test_a_dependency_the_hosts_wait_for_is_in_the_reason_before_a_switch_error():
+    hosts = [host("m0", MASTERS, port_error="ovs-vsctl timed out"),
+             host("w0", state="provisioning", waiting="waiting for Ironic: connection refused"),
+             host("w1", state="provisioning")]
+    step = csm.plan(view(hosts))
+    assert step == Wait("provisioning 2 host(s) (waiting for Ironic: connection refused)")
+    hosts[1] = dataclasses.replace(hosts[1], waiting="")
+    assert csm.plan(view(hosts)) == Wait(
+        "provisioning 2 host(s) (switch: ovs-vsctl timed out; retrying)")
+    cleaning = [host("m0", MASTERS, state="deprovisioning", has_image=False,
+                     waiting="waiting for Ironic: it did not answer in time")]
+    assert csm.plan(view(cleaning, deleting=True)).reason.endswith(
+        "m0 (waiting for Ironic: it did not answer in time)")
+
+
 @pytest.mark.parametrize("status", csm.IN_PROGRESS)
 def test_all_provisioned_is_verified(status):
     hosts = full() + [host("w2")]

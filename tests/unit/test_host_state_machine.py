@@ -245,6 +245,21 @@ def test_advance_error_records_the_error_and_backs_off():
     assert host.status["errorCount"] == 2 and host.status["issued"] == "inspect"
 
 
+def test_advance_waiting_for_a_dependency_counts_no_error_and_is_forgotten_after():
+    """Ironic down is not the host's failure: three of those must not fail its cluster."""
+    status = _status(INSPECTING, errorCount=1, issued="inspect")
+    host = _host(INSPECTING, status=status)
+    op = hsm.plan(host)
+    nxt = _advance(host, op, Outcome(waiting="waiting for Ironic: connection refused"))
+    assert nxt.state == INSPECTING and nxt.delay == hsm.WAITING_DELAY
+    assert nxt.status["errorCount"] == 1 and nxt.status["issued"] == "inspect"
+    assert nxt.status["waiting"] == "waiting for Ironic: connection refused"
+    again = _host(INSPECTING, status=nxt.status)
+    after = _advance(again, op, Outcome(issued="inspect"))
+    assert "waiting" not in after.status
+    assert "waiting" in hsm.INTERNAL_STATUS  # the API does not show conductor bookkeeping
+
+
 @pytest.mark.parametrize("before, delay", [(0, 2.0), (1, 4.0), (4, 32.0), (7, 256.0), (8, 300.0),
                                            (20, 300.0)])
 def test_advance_error_backoff_is_two_to_the_count_capped(before, delay):

@@ -264,3 +264,113 @@ def test_a_reconcile_that_raises_is_retried_later_each_time_later(sm):
         assert [round(d) for d in delays] == [2, 4, 8] and Broken.calls == 3
     finally:
         loop.pool.shutdown()
+
+
+def test_a_reconcile_that_meets_a_dependency_down_says_so_and_comes_back_soon(sm):
+    """A dependency down is no bug: the object's status reason names it, no traceback is
+    logged, and the wait stays short (the dependency's return is not Teapot's to wait for)."""
+    import time as clock
+
+    from keystoneauth1 import exceptions as ksa_exc
+
+    from teapot import dependencies
+    from teapot.conductor.loop import MAX_DEPENDENCY_BACKOFF, Loop
+    from teapot.db.models import Network
+
+    dependencies.name("http://127.0.0.1:6385/", "Ironic")
+    with sm.begin() as session:
+        session.add(Network(uuid="n-2", name="n", project_id="p", vlan_id=101, status="creating",
+                            created_at=0.0))
+    with sm() as session:
+        net_id = session.query(Network.id).scalar()
+
+    class WaitsForIronic:
+        kind, model = "network", Network
+
+        def __init__(self):
+            self.sm = sm
+
+        def due(self, now, limit):
+            return leases.due(sm, Network, now, limit)
+
+        def refresh(self):
+            pass
+
+        def reconcile(self, object_id):
+            error = ksa_exc.ConnectFailure(
+                "Unable to establish connection to http://127.0.0.1:6385/v1/nodes: "
+                "[Errno 111] Connection refused")
+            raise error
+
+    reconciler = WaitsForIronic()
+    loop = Loop([reconciler], workers=1, poll_interval=0.01)
+    try:
+        delays = []
+        for _ in range(6):
+            loop._guarded(reconciler, net_id)
+            with sm() as session:
+                row = session.get(Network, net_id)
+                delays.append(row.next_attempt_at - clock.time())
+        assert row.status_reason == "waiting for Ironic: connection refused"
+        assert row.status == "creating"
+        assert [round(d) for d in delays] == [1, 2, 4, 8, 8, 8]
+        assert max(delays) <= MAX_DEPENDENCY_BACKOFF
+    finally:
+        loop.pool.shutdown()
+
+
+def test_a_refresh_that_hangs_holds_back_its_own_kind_only_and_one_that_fails_holds_objects():
+    """A frozen dependency (its refresh hangs) never stops the other kinds' reconciles; once it
+    fails as a dependency down, the objects of that kind are held with the reason, not
+    reconciled on what was observed before."""
+    import threading
+
+    from keystoneauth1 import exceptions as ksa_exc
+
+    from teapot.conductor import loop as loop_module
+    from teapot.conductor.loop import Loop
+
+    release = threading.Event()
+    seen: dict[str, list] = {"hanging": [], "other": [], "held": []}
+
+    class Kind:
+        def __init__(self, kind, refresh):
+            self.kind, self._refresh = kind, refresh
+
+        def due(self, now, limit):
+            return [1]
+
+        def refresh(self):
+            self._refresh()
+
+        def reconcile(self, object_id):
+            seen[self.kind].append(object_id)
+
+        def hold(self, object_id, down):
+            seen["held"].append((self.kind, object_id, str(down)))
+
+    def hangs_then_fails():
+        release.wait(10)
+        raise ksa_exc.ConnectFailure("Unable to establish connection to "
+                                     "http://127.0.0.1:61385/v1/nodes: Connection refused")
+
+    hanging, other = Kind("hanging", hangs_then_fails), Kind("other", lambda: None)
+    loop = Loop([hanging, other], workers=4, poll_interval=0.01)
+    wait_was, loop_module.REFRESH_WAIT = loop_module.REFRESH_WAIT, 0.05
+    try:
+        assert loop.tick() == 1  # the other kind, while the first one's refresh hangs
+        loop.pool.shutdown(wait=True)
+        loop.pool = type(loop.pool)(max_workers=4)
+        assert seen["other"] == [1] and seen["hanging"] == []
+        release.set()
+        loop.refreshing["hanging"].exception(5)
+        loop.inflight.clear()
+        loop.tick()
+        loop.pool.shutdown(wait=True)
+        assert seen["hanging"] == []
+        assert seen["held"] == [("hanging", 1, "waiting for the service at "
+                                 "http://127.0.0.1:61385: connection refused")]
+    finally:
+        loop_module.REFRESH_WAIT = wait_was
+        release.set()
+        loop.refresher.shutdown(wait=False)

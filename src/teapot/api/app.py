@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from teapot import config, crypto
+from teapot import config, crypto, dependencies
 from teapot.api import openapi, operations
 from teapot.api.auth import TokenValidator
 from teapot.api.bucket_credentials import routes as bucket_routes
@@ -76,29 +76,10 @@ async def openapi_document(request: Request) -> JSONResponse:
 
 
 def dependency_failure(exc: Exception) -> Unavailable | None:
-    """The 503 for an exception that says a dependency is down rather than Teapot wrong: the
-    database gone or locked, a service not answering (keystoneauth's connection errors and
-    timeouts, a 5xx it passed on), named by the URL it was asked at."""
-    from keystoneauth1 import exceptions as ksa_exc
-    from sqlalchemy import exc as sa_exc
-
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or \
-            (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated):
-        return Unavailable("the database", str(exc.orig).splitlines()[0][:200]
-                           if getattr(exc, "orig", None) else type(exc).__name__)
-    if isinstance(exc, ksa_exc.ConnectionError | ksa_exc.RequestTimeout |
-                  ksa_exc.HttpServerError):
-        url = getattr(exc, "url", None) or ""
-        return Unavailable(f"the service at {_origin(url)}" if url else "a service Teapot uses",
-                           str(exc).splitlines()[0][:200])
-    return None
-
-
-def _origin(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+    """The 503 for an exception that says a dependency is down rather than Teapot wrong
+    (teapot.dependencies): the database gone or locked, a service not answering."""
+    down = dependencies.classify(exc)
+    return None if down is None else Unavailable(down.dependency, down.why)
 
 
 def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
@@ -152,6 +133,7 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
         MarkerNotFound: on_marker, LookupError: on_ambiguous, HTTPException: on_http,
         Forbidden: on_forbidden, Exception: on_error,
     })
+    dependencies.name_configured(conf)
     engine = db_engine.make_engine(conf.database.connection)
     app.state.sessionmaker = db_engine.make_sessionmaker(engine)
     app.state.reader = db_engine.reader(engine)

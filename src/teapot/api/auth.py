@@ -34,8 +34,7 @@ from keystoneauth1 import exceptions as ksa_exc
 from keystoneauth1.identity import v3
 
 from teapot.api.errors import Unavailable
-
-IDENTITY = "the identity service (Keystone)"
+from teapot.dependencies import IDENTITY, why
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ class TokenValidator:
         except (ksa_exc.NotFound, ksa_exc.Unauthorized, ksa_exc.BadRequest):
             raise InvalidToken("the token is not valid (expired, revoked or malformed)") from None
         except (ksa_exc.ConnectionError, ksa_exc.RequestTimeout, ksa_exc.HttpServerError) as e:
-            raise Unavailable(IDENTITY, _why(e)) from None
+            raise Unavailable(IDENTITY, why(e)) from None
         info = access.create(body=resp.json(), auth_token=token)
         rules = getattr(info, "application_credential_access_rules", None)
         identity = Identity(
@@ -179,11 +178,3 @@ def _again(error: Exception) -> Exception:
     if isinstance(error, Unavailable):
         return Unavailable(error.service, error.why, error.retry_after)
     return type(error)(*error.args)
-
-
-def _why(error: Exception) -> str:
-    if isinstance(error, ksa_exc.ConnectTimeout | ksa_exc.RequestTimeout):
-        return "it did not answer in time"
-    if isinstance(error, ksa_exc.HttpServerError):
-        return f"it answered {error.http_status}"
-    return "it cannot be reached"

@@ -7,7 +7,7 @@ import time
 
 from oslo_config import cfg
 
-from teapot import crypto
+from teapot import crypto, dependencies
 from teapot.conductor.clusters import ClusterReconciler
 from teapot.conductor.hosts import HostReconciler, Timing
 from teapot.conductor.loop import Loop, default_id
@@ -28,6 +28,7 @@ def loop(conf: cfg.ConfigOpts) -> Loop:
     if n.enabled and not n.switches_file:
         raise SystemExit("[network] enabled needs [network] switches_file")
     switches = inventory.load(n.switches_file) if n.enabled else []
+    dependencies.name_configured(conf)
     sm = engine.make_sessionmaker(engine.make_engine(conf.database.connection))
     provisioner = IronicProvisioner(conf.ironic.endpoint, emulated_deploy=conf.ironic.emulated_deploy,
                                     switch_names={s.mac: s.name for s in switches})

@@ -114,7 +114,8 @@ class ClusterReconciler:
             hosts=tuple(csm.HostView(h.name, h.uuid, h.nodegroup or "", h.state,
                                      bool(h.spec.get("image")), h.status.get("errorCount", 0),
                                      h.status.get("errorMessage", ""), h.created_at,
-                                     on_network(h), h.port_error or "") for h in hosts))
+                                     on_network(h), h.port_error or "",
+                                     h.status.get("waiting", "")) for h in hosts))
         return view, groups, hosts
 
     def _step(self, cluster_id: int) -> bool:

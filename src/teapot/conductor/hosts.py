@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from cryptography.fernet import Fernet
 from sqlalchemy.orm import sessionmaker
 
+from teapot import dependencies
 from teapot.db import hosts as host_db
 from teapot.db.models import Host, HostEvent
 from teapot.drivers.provisioner.base import HostTarget, Provisioner
@@ -64,6 +65,21 @@ class HostReconciler:
         finally:
             host_db.release_lease(self.sm, host_id, self.owner)
 
+    def hold(self, host_id: int, down: dependencies.Down) -> None:
+        """The provisioner could not be read (Ironic down): no step can be planned on what it
+        said before. The host says what it waits for (its clusters show it) and is looked at
+        again shortly; nothing counts as the host's error."""
+        if not host_db.acquire_lease(self.sm, host_id, self.owner, self.timing.lease):
+            return
+        try:
+            row = self._load(host_id)
+            if row is not None:
+                host_db.save_status(self.sm, host_id, self.owner, row.generation, row.state,
+                                    {**row.status, "waiting": str(down)},
+                                    time.time() + hsm.WAITING_DELAY, self.timing.lease)
+        finally:
+            host_db.release_lease(self.sm, host_id, self.owner)
+
     def _load(self, host_id: int) -> Host | None:
         with self.sm() as session:
             return session.get(Host, host_id)
@@ -101,8 +117,13 @@ class HostReconciler:
                 else:
                     outcome = getattr(self.provisioner, step.name)(self._target(row), **step.args)
             except Exception as e:  # a driver failure is recorded on the host, never lost
-                LOG.warning("host %s: %s failed: %s", row.name, step.name, e)
-                outcome = hsm.Outcome(error=f"{step.name} failed: {e}")
+                down = dependencies.classify(e)
+                if down is not None:  # not the host's fault: wait, without counting an error
+                    LOG.warning("host %s: %s: %s", row.name, step.name, down)
+                    outcome = hsm.Outcome(waiting=str(down))
+                else:
+                    LOG.warning("host %s: %s failed: %s", row.name, step.name, e)
+                    outcome = hsm.Outcome(error=f"{step.name} failed: {e}")
             now = time.time()
             nxt = hsm.advance(view, step, outcome, now, busy=self.timing.busy,
                               resync=self.timing.resync, max_backoff=self.timing.max_backoff)

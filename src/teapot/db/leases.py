@@ -35,11 +35,15 @@ def acquire(sm: sessionmaker, model, object_id: int, owner: str, seconds: float)
         return result.rowcount == 1
 
 
-def defer(sm: sessionmaker, model, object_id: int, seconds: float) -> None:
-    """Look at the object again in `seconds`, not before (whoever holds its lease)."""
+def defer(sm: sessionmaker, model, object_id: int, seconds: float,
+          reason: str | None = None) -> None:
+    """Look at the object again in `seconds`, not before (whoever holds its lease); `reason`
+    becomes its status reason, when it has one."""
+    values: dict = {"next_attempt_at": time.time() + seconds}
+    if reason is not None and hasattr(model, "status_reason"):
+        values["status_reason"] = reason
     with sm.begin() as session:
-        session.execute(update(model).where(model.id == object_id)
-                        .values(next_attempt_at=time.time() + seconds))
+        session.execute(update(model).where(model.id == object_id).values(**values))
 
 
 def release(sm: sessionmaker, model, object_id: int, owner: str) -> None:

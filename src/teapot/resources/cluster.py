@@ -42,6 +42,7 @@ class HostView:
     created_at: float = 0.0
     on_network: bool = True  # its switch port is on the cluster's tenant VLAN (or it has none)
     port_error: str = ""
+    waiting: str = ""  # a dependency its provisioner waits for ("waiting for Ironic: ...")
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,8 @@ def _give_back(hosts: list[HostView]) -> Step | None:
         return Deprovision(provisioned)
     busy = [h.name for h in hosts if h.state != "available"]
     if busy:
-        return Wait(f"waiting for {len(busy)} host(s) to be cleaned: {', '.join(sorted(busy))}")
+        return Wait(f"waiting for {len(busy)} host(s) to be cleaned: {', '.join(sorted(busy))}"
+                    f"{_held_by(hosts)}")
     if hosts:
         return Release(tuple(h.name for h in hosts))
     return None
@@ -243,17 +245,25 @@ def plan(view: ClusterView) -> Step:
     unprovisioned = tuple(h.name for h in view.hosts if not h.has_image)
     if unprovisioned:
         return Provision(unprovisioned)
-    # A switch that fails to move a host's port holds the cluster back: say so.
-    switch = sorted({h.port_error for h in view.hosts if h.port_error})
-    retrying = f" (switch: {switch[0]}; retrying)" if switch else ""
+    held = _held_by(view.hosts)
     waiting = [h.name for h in view.hosts if h.state != "provisioned"]
     if waiting:
-        return Wait(f"provisioning {len(waiting)} host(s){retrying}")
+        return Wait(f"provisioning {len(waiting)} host(s){held}")
     # Provisioned hosts join the project's network before the cluster is declared complete.
     moving = [h for h in view.hosts if not h.on_network]
     if moving:
-        return Wait(f"moving {len(moving)} host(s) to the tenant network{retrying}")
+        return Wait(f"moving {len(moving)} host(s) to the tenant network{held}")
     return Verify(len(view.hosts))
+
+
+def _held_by(hosts) -> str:
+    """What holds the hosts back, for a Wait's reason: a dependency their provisioner waits for,
+    or a switch that fails to move their ports."""
+    waiting = sorted({h.waiting for h in hosts if h.waiting})
+    if waiting:
+        return f" ({waiting[0]})"
+    switch = sorted({h.port_error for h in hosts if h.port_error})
+    return f" (switch: {switch[0]}; retrying)" if switch else ""
 
 
 def settle_verified(view: ClusterView) -> Settle:

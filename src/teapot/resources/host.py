@@ -88,10 +88,14 @@ class Outcome:
     retry_after: float | None = None
     observed: dict = field(default_factory=dict)  # e.g. {"poweredOn": True, "ID": "<node uuid>"}
     issued: str | None = None  # the provisioner started this action; it reports its end later
+    # A dependency the provisioner needs is down ("waiting for Ironic: connection refused"): not
+    # the host's error, nothing counted; the step is tried again shortly.
+    waiting: str | None = None
 
 
 # Bookkeeping kept in status for the conductor, not shown by the API.
-INTERNAL_STATUS = ("issued", "registeredVersion")
+INTERNAL_STATUS = ("issued", "registeredVersion", "waiting")
+WAITING_DELAY = 3.0  # seconds before a step that waited for a dependency is tried again
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,10 @@ def advance(host: HostView, op: Operation, outcome: Outcome, now: float, *, busy
             status[key] = value
     if outcome.issued:
         status["issued"] = outcome.issued
+    if outcome.waiting:
+        status["waiting"] = outcome.waiting
+        return Next(host.state, status, WAITING_DELAY)
+    status.pop("waiting", None)
     if outcome.error:
         status.pop("issued", None)
         count = status.get("errorCount", 0) + 1

@@ -20,6 +20,8 @@ from teapot.resources.host import Outcome
 from teapot.resources.host_schema import parse_bmc_address
 
 LOG = logging.getLogger(__name__)
+# Seconds Ironic has to answer one call: a frozen Ironic holds one reconcile that long, no more.
+API_TIMEOUT = 5.0
 
 NODE_FIELDS = [
     "uuid", "name", "provision_state", "target_provision_state", "power_state", "target_power_state",
@@ -74,14 +76,19 @@ class IronicProvisioner:
         self._links: dict[str, dict] = {}  # node id -> the local_link_connection its port has
         self.conn = openstack.connection.Connection(
             auth_type="none", auth={"endpoint": endpoint}, baremetal_endpoint_override=endpoint,
-            app_name="teapot",
+            app_name="teapot", api_timeout=API_TIMEOUT,
         )
         self._snapshot: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     # -- looking -----------------------------------------------------------------------------------
     def refresh(self) -> None:
-        nodes = {n.name: n for n in self.conn.baremetal.nodes(fields=NODE_FIELDS)}
+        try:
+            nodes = {n.name: n for n in self.conn.baremetal.nodes(fields=NODE_FIELDS)}
+        except Exception:
+            with self._lock:  # what Ironic said before it stopped answering is not used
+                self._snapshot = {}
+            raise
         with self._lock:
             self._snapshot = nodes
 
