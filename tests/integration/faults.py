@@ -389,11 +389,13 @@ def run_row(box, people: People, target: Target, mode: str, operation=None, hold
                list(getattr(operation, "reasons", [])))
 
 
-def wait_world(box, admin: httpx.Client, before: dict, timeout: float = 60.0) -> dict:
-    """The world after, once it stops changing towards `before` (cleaning ends after deletion)."""
+def wait_world(box, admin: httpx.Client, before: dict, timeout: float = 60.0,
+               ignore: tuple[str, ...] = ()) -> dict:
+    """The world after, once it is back to `before` or `timeout` passed (cleaning ends after
+    deletion); without the keys in `ignore`."""
     deadline = time.monotonic() + timeout
     while True:
-        after = world(box, admin)
+        after = {k: v for k, v in world(box, admin).items() if k not in ignore}
         if after == before or time.monotonic() > deadline:
             return after
         time.sleep(1)

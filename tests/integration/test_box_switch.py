@@ -156,6 +156,29 @@ def test_the_switchs_daemons_are_components_started_again_when_they_die(box, dae
     assert got.returncode == 0, got.stderr
 
 
+@pytest.mark.parametrize("daemon", ["ovs-vswitchd", "sshd"])
+def test_a_frozen_switch_daemon_is_shown_not_answering_until_it_answers_again(box, daemon):
+    """A daemon that runs and does not answer (SIGSTOP) is no `running` component: the box is
+    degraded naming it, and ok again once it answers."""
+    fabric = fabric_of(box)
+    name = "switch-sshd" if daemon == "sshd" else daemon
+    pid = fabric.daemon_pid(daemon)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        frozen = wait_for(lambda: (c := _components(box))[name]["state"] == "not answering" and c,
+                          timeout=30, interval=0.5, what=f"{daemon} shown not answering")
+        assert frozen[name]["detail"] == f"pid {pid} runs but does not answer (frozen or hung)"
+        assert frozen["box"]["state"] == "degraded" and f"{name} not answering" in \
+            frozen["box"]["detail"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: _components(box)[name]["state"] == "running", timeout=30, interval=0.5,
+             what=f"{daemon} answering again")
+    assert fabric.daemon_pid(daemon) == pid  # shown, not restarted
+    output = "\n".join(box.lines)
+    assert f"{name} runs but does not answer" in output and f"{name} answers again" in output
+
+
 def test_switches_file_reaches_the_switch_and_teapot_conf_points_at_it(box):
     fabric = fabric_of(box)
     path = box.state_dir / "etc" / "teapot" / "switches.yaml"

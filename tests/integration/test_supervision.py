@@ -103,6 +103,64 @@ def _db_view(box) -> tuple:
         db.close()
 
 
+# The fault suite's short form (bench/faults.py runs every row): each process of the box frozen or
+# killed by PID while a list load runs, some in the middle of a cluster create. Goals: no 500, the
+# cluster complete once the process is back, nothing left behind once it is deleted. They come
+# first: the crash loops below count exits within the supervisor's 5-minute window.
+FAULT_ROWS = [
+    # frozen past two of the conductor's Ironic timeouts (its refresh, then a host's call)
+    ("ironic", "freeze", True, 14),
+    ("ironic", "kill", False, 0),
+    ("sushy-emulator", "freeze", True, 6),
+    ("ovs-vswitchd", "kill", True, 0),
+    ("keystone", "freeze", False, 8),  # past the token check's 5 s timeout: 503s for new tokens
+    ("keystone", "kill", False, 0),
+    ("teapot-api", "freeze", False, 4),
+    ("teapot-api", "kill", False, 0),
+    ("teapot-conductor", "freeze", False, 4),
+    ("ovsdb-server", "freeze", False, 4),
+]
+
+
+@pytest.fixture(scope="module")
+def fault_people(sup_box):
+    from . import faults
+
+    return faults.People(sup_box)
+
+
+@pytest.mark.parametrize("process, mode, during_create, hold", FAULT_ROWS,
+                         ids=[f"{p}-{m}{'-create' if c else ''}" for p, m, c, _ in FAULT_ROWS])
+def test_a_fault_of_each_process_is_survived(sup_box, fault_people, template, process, mode,
+                                             during_create, hold):
+    from . import faults
+
+    target = next(t for t in faults.BOX_TARGETS if t.name == process)
+    operation = faults.ClusterCreate(fault_people, template.uuid, label=f"fault-{process}") \
+        if during_create else None
+    try:
+        row = faults.run_row(sup_box, fault_people, target, mode, operation, hold=hold)
+    finally:
+        faults.thawed(sup_box)
+    shown = faults.table([row]) + "\nreasons: " + " -> ".join(map(str, row.reasons))
+    assert "500" not in row.answers.by_status, f"{shown}\n{row.answers.bodies_500}"
+    assert not [k for k in row.answers.by_status if k.startswith("transport")], shown
+    if (process, mode) != ("teapot-api", "kill"):
+        assert not row.answers.by_status["refused"] + row.answers.by_status["cut"], shown
+    assert row.answers.by_status["200"] > 10, shown
+    assert not row.left, shown
+    if during_create:
+        assert row.end == "CREATE_COMPLETE", shown
+    if process == "ironic" and during_create:
+        assert any("waiting for Ironic: " in str(r) for r in row.reasons), shown
+    if process == "keystone" and mode == "freeze":
+        assert row.answers.by_status["503"] >= 1, shown  # new tokens, told to retry
+    if process == "teapot-api" and mode == "kill":
+        assert row.answers.by_status["refused"] >= 1, shown  # the fault happened
+    if mode == "freeze" and process == "teapot-api":
+        assert row.answers.longest >= hold - 1, shown
+
+
 def test_the_box_serves_while_the_conductor_crash_loops(sup_box, demo, template):
     box = sup_box
     created = demo.clusters.create(name="through-kills", cluster_template_id=template.uuid,
@@ -188,63 +246,6 @@ def test_the_conductor_reconciles_while_the_api_crash_loops(sup_box, demo, templ
     assert {h["state"] for h in hosts} == {"available"}
     assert box.child_pids()["teapot-conductor"] == conductor
     assert box.process.poll() is None
-
-
-# The fault suite's short form (bench/faults.py runs every row): each process of the box frozen or
-# killed by PID while a list load runs, some in the middle of a cluster create. Goals: no 500, the
-# cluster complete once the process is back, nothing left behind once it is deleted.
-FAULT_ROWS = [
-    # frozen past two of the conductor's Ironic timeouts (its refresh, then a host's call)
-    ("ironic", "freeze", True, 14),
-    ("ironic", "kill", False, 0),
-    ("sushy-emulator", "freeze", True, 6),
-    ("ovs-vswitchd", "kill", True, 0),
-    ("keystone", "freeze", False, 8),  # past the token check's 5 s timeout: 503s for new tokens
-    ("keystone", "kill", False, 0),
-    ("teapot-api", "freeze", False, 4),
-    ("teapot-api", "kill", False, 0),
-    ("teapot-conductor", "freeze", False, 4),
-    ("ovsdb-server", "freeze", False, 4),
-]
-
-
-@pytest.fixture(scope="module")
-def fault_people(sup_box):
-    from . import faults
-
-    return faults.People(sup_box)
-
-
-@pytest.mark.parametrize("process, mode, during_create, hold", FAULT_ROWS,
-                         ids=[f"{p}-{m}{'-create' if c else ''}" for p, m, c, _ in FAULT_ROWS])
-def test_a_fault_of_each_process_is_survived(sup_box, fault_people, template, process, mode,
-                                             during_create, hold):
-    from . import faults
-
-    target = next(t for t in faults.BOX_TARGETS if t.name == process)
-    operation = faults.ClusterCreate(fault_people, template.uuid, label=f"fault-{process}") \
-        if during_create else None
-    try:
-        row = faults.run_row(sup_box, fault_people, target, mode, operation, hold=hold)
-    finally:
-        faults.thawed(sup_box)
-    shown = faults.table([row]) + "\nreasons: " + " -> ".join(map(str, row.reasons))
-    assert "500" not in row.answers.by_status, f"{shown}\n{row.answers.bodies_500}"
-    assert not [k for k in row.answers.by_status if k.startswith("transport")], shown
-    if (process, mode) != ("teapot-api", "kill"):
-        assert not row.answers.by_status["refused"] + row.answers.by_status["cut"], shown
-    assert row.answers.by_status["200"] > 10, shown
-    assert not row.left, shown
-    if during_create:
-        assert row.end == "CREATE_COMPLETE", shown
-    if process == "ironic" and during_create:
-        assert any("waiting for Ironic: " in str(r) for r in row.reasons), shown
-    if process == "keystone" and mode == "freeze":
-        assert row.answers.by_status["503"] >= 1, shown  # new tokens, told to retry
-    if process == "teapot-api" and mode == "kill":
-        assert row.answers.by_status["refused"] >= 1, shown  # the fault happened
-    if mode == "freeze" and process == "teapot-api":
-        assert row.answers.longest >= hold - 1, shown
 
 
 def test_nothing_in_the_state_dir_is_readable_by_others(sup_box):

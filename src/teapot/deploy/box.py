@@ -444,6 +444,9 @@ class SwitchDaemon:
         except FabricError as e:
             raise DeployError(str(e)) from None
 
+    def answers(self) -> bool:
+        return self.fabric.daemon_answers(self.daemon)
+
 
 def _logging_to(path: Path, say):
     """`say`, and the same lines with the time in the box's own log."""

@@ -8,7 +8,8 @@ is probed once per round, between looks at the others.
 
 Daemons that run on their own (the switch's ovsdb-server, ovs-vswitchd and sshd, which detach) are
 watched the same way through their pid files (`Daemon`): one that died is started again, with the
-same backoff, and shows in the status like every other component.
+same backoff, and shows in the status like every other component. Every few seconds each is also
+asked whether it answers: one that runs and does not (frozen, hung) is shown `not answering`.
 
 After every change the supervisor writes its view to `run/status.json` in the state directory,
 which `teapot status` reads.
@@ -83,11 +84,18 @@ class Daemon(Protocol):
     def start(self) -> None:
         """Start it again as it was started (raises DeployError)."""
 
+    def answers(self) -> bool:
+        """Whether it answers (a frozen one runs and does not), within a second or so."""
+
+
+ANSWER_EVERY = 5.0  # seconds between looks at whether a watched daemon answers
+
 
 @dataclass
 class Watched:
     daemon: Daemon
-    state: str = "running"  # running | restarting | stopped
+    state: str = "running"  # running | not answering | restarting | stopped
+    asked: float = 0.0  # time.monotonic() of the last look at whether it answers
     exits: list[float] = field(default_factory=list)
     last_code: int | None = None
     delay: float = 0.0
@@ -144,9 +152,18 @@ class Supervisor:
     def _watch(self, now: float) -> bool:
         changed = False
         for w in self.watched.values():
-            if w.state == "running" and w.daemon.pid() is None:
+            if w.state in ("running", "not answering") and w.daemon.pid() is None:
                 self._backoff(w, f"{w.name} is not running")
                 changed = True
+            elif w.state in ("running", "not answering") and now - w.asked >= ANSWER_EVERY:
+                # A process that runs and does not answer (frozen, deadlocked) is shown as such.
+                w.asked = now
+                answering = w.daemon.answers()
+                if answering != (w.state == "running"):
+                    w.state = "running" if answering else "not answering"
+                    self.say(f"{w.name} answers again" if answering else
+                             f"{w.name} runs but does not answer")
+                    changed = True
             elif w.state == "restarting" and now >= w.next_try:
                 try:
                     w.daemon.start()
@@ -239,7 +256,8 @@ class Supervisor:
             }
         for w in self.watched.values():
             components[w.name] = {
-                "state": w.state, "pid": w.daemon.pid() if w.state == "running" else None,
+                "state": w.state,
+                "pid": w.daemon.pid() if w.state in ("running", "not answering") else None,
                 "exits": [t for t in w.exits if wall - t < self.backoff.window], "last_code": None,
                 "next_try": wall + max(0.0, w.next_try - now) if w.state == "restarting" else None,
             }
@@ -281,6 +299,8 @@ def read_status(state_dir: Path, now: float | None = None) -> list[tuple[str, st
             detail = f"pid {c['pid']}" + (f", {exits} exits in {minutes}" if exits else "")
         elif state == "starting":
             detail = f"pid {c['pid']}, waiting until it is ready ({exits} exits in {minutes})"
+        elif state == "not answering":
+            detail = f"pid {c['pid']} runs but does not answer (frozen or hung)"
         elif state == "restarting":
             wait = max(0.0, (c.get("next_try") or now) - now)
             detail = (f"{exits} exits in {minutes}, next try in {wait:.0f} s"

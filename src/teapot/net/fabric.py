@@ -330,6 +330,27 @@ class Fabric:
             return None
         return pid
 
+    def daemon_answers(self, name: str, timeout: float = 1.0) -> bool:
+        """Whether a daemon of the switch answers, not only runs: the OVS daemons their control
+        socket (`ovs-appctl version`), sshd its banner. A frozen one does not."""
+        if name == "sshd":
+            try:
+                with socket.create_connection(("127.0.0.1", self.state.ssh_port), timeout) as s:
+                    s.settimeout(timeout)
+                    return s.recv(4).startswith(b"SSH-")
+            except OSError:
+                return False
+        if name not in self.DAEMONS:
+            raise FabricError(f"switch {self.name}: no daemon {name!r}")
+        ctl = self.run_dir / f"{name}.ctl"
+        try:
+            proc = subprocess.run(["ovs-appctl", "-t", str(ctl), f"--timeout={max(1, round(timeout))}",
+                                   "version"], capture_output=True, env=self._env(),
+                                  timeout=timeout + 1)
+        except subprocess.TimeoutExpired:
+            return False
+        return proc.returncode == 0
+
     def restart_daemon(self, name: str) -> None:
         """Start a daemon of the switch that died, as it was started: its database, bridge,
         ports and keys are where it left them (veths survive; ovs-vswitchd finds its ports)."""
