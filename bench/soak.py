@@ -175,9 +175,7 @@ def main() -> int:
                     assert made.status_code == 201, made.text
                     templates.append(made.json()["uuid"])
             with people.client("admin") as admin:
-                before = faults.world(box, admin)
-            # A project's network is made with its first cluster and stays: not a leak.
-            before.pop("networks")
+                before = faults.steady_world(box, admin)
             memory_before = {name: rss(box, name) for name in ("teapot-api", "teapot-conductor")}
             tally, stop = Tally(), threading.Event()
             threads = [threading.Thread(target=writer, args=(p, t, tally, stop), daemon=True)
@@ -196,7 +194,7 @@ def main() -> int:
             seconds = time.monotonic() - began
             cpu = meter.read()
             with people.client("admin") as admin:
-                after = faults.wait_world(box, admin, before, ignore=("networks",))
+                after = faults.wait_world(box, admin, before)
             memory_after = {name: rss(box, name) for name in ("teapot-api", "teapot-conductor")}
 
             total = sum(tally.status.values())
