@@ -217,13 +217,24 @@ def world(box, admin: httpx.Client) -> dict:
     finally:
         db.close()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    prefix = _namespace_prefix(box)
     return {
         "hosts": tuple(sorted((h["name"], h["state"], bool(h["consumer"]), h["network"]["vlan"],
                                h["network"]["address"]) for h in hosts)),
         "addresses": addresses,
         "loadbalancers": len(_get(admin, "/v1/loadbalancers", "loadbalancers")),
-        "namespaces": tuple(sorted(line.split()[0] for line in netns.splitlines() if line)),
+        "namespaces": tuple(sorted(n for n in (line.split()[0] for line in netns.splitlines()
+                                               if line) if prefix and n.startswith(prefix))),
     }
+
+
+def _namespace_prefix(box) -> str | None:
+    """The prefix of the namespaces the box's switch makes (hosts, load balancers), if it has one."""
+    from teapot.net.fabric import STATE_FILE, Fabric
+
+    if not (box.state_dir / "fabric" / STATE_FILE).exists():
+        return None
+    return Fabric.load(box.state_dir).switch_namespace.rsplit("-", 1)[0] + "-"
 
 
 def _get(client: httpx.Client, path: str, key: str) -> list:

@@ -80,10 +80,10 @@ def _status(box) -> dict[str, tuple[str, str]]:
     return {r["component"]: (r["state"], r["detail"]) for r in shown["components"]}
 
 
-def _kill_in_a_row(box, name: str, after_each) -> list[int]:
-    """SIGKILL the component `name` as soon as each new process of it is there, KILLS times."""
+def _kill_in_a_row(box, name: str, after_each, times: int = KILLS) -> list[int]:
+    """SIGKILL the component `name` as soon as each new process of it is there, `times` times."""
     killed: list[int] = []
-    for _ in range(KILLS):
+    for _ in range(times):
         pid = wait_for(lambda: _live_pid(box, name, killed), timeout=60, interval=0.05,
                        what=f"a new {name} process")
         os.kill(pid, signal.SIGKILL)
@@ -248,6 +248,66 @@ def test_the_conductor_reconciles_while_the_api_crash_loops(sup_box, demo, templ
     assert box.process.poll() is None
 
 
+def test_a_worker_that_fails_is_replaced_by_auto_healing(sup_box, fault_people, template):
+    """A cluster asking for auto-healing (Magnum's label): its worker's Ironic node vanishes (a
+    host that died for good); the cluster replaces it with the spare, as an update, and says so;
+    the dead host leaves the cluster and its tenant network. (After the crash loops: they need
+    every host; the dead one stays out of the pool.)"""
+    from . import faults
+
+    people = fault_people
+    with people.client() as client:
+        made = client.post("/v1/clusters", json={
+            "name": "heals", "cluster_template_id": template.uuid, "master_count": 1,
+            "node_count": 1, "labels": {"auto_healing_enabled": "true"}, "merge_labels": True})
+        assert made.status_code == 202, made.text
+        uuid = made.json()["uuid"]
+        cluster = faults.ClusterCreate(people, template.uuid)
+        cluster.uuid = uuid
+        assert cluster.end() == "CREATE_COMPLETE", cluster.reasons
+
+        def held() -> dict[str, dict]:
+            with people.client("admin") as admin:
+                hosts = admin.get("/v1/hosts").json()["hosts"]
+            return {h["consumer"]["nodegroup"]: h for h in hosts
+                    if h["consumer"] and h["consumer"]["uuid"] == uuid}
+
+        before = held()
+        dead = before["default-worker"]
+        node = dead["status"]["provisioning"]["ID"]
+        ironic = httpx.Client(base_url=sup_box.url("ironic"),
+                              headers={"X-OpenStack-Ironic-API-Version": "1.80"}, timeout=30)
+        with ironic:
+            assert ironic.put(f"/v1/nodes/{node}/maintenance",
+                              json={"reason": "died"}).status_code == 202
+            gone = ironic.delete(f"/v1/nodes/{node}")
+            assert gone.status_code == 204, gone.text
+
+        healing = wait_for(lambda: (c := client.get(f"/v1/clusters/{uuid}").json())["status"]
+                           == "UPDATE_IN_PROGRESS" and c, timeout=180, what="auto-healing")
+        assert healing["status_reason"] == (f"auto-healing: host {dead['name']} failed: the Ironic "
+                                             "node is gone"), healing
+        assert cluster.end() == "UPDATE_COMPLETE", cluster.reasons
+        done = client.get(f"/v1/clusters/{uuid}").json()
+        after = held()
+        assert after["default-master"]["name"] == before["default-master"]["name"]
+        assert after["default-worker"]["name"] != dead["name"]
+        assert done["health_status"] == "HEALTHY"
+        assert done["health_status_reason"] == {
+            "auto_healing": f"replaced: host {dead['name']} failed: the Ironic node is gone"}
+
+        def dead_now() -> dict:
+            with people.client("admin") as admin:
+                return admin.get(f"/v1/hosts/{dead['name']}").json()
+
+        # out of the cluster, and off its tenant VLAN; it stays out of the pool (its node is gone)
+        shown = wait_for(lambda: (h := dead_now())["network"]["vlan"] != dead["network"]["vlan"]
+                         and h, timeout=60, what="the dead host off the tenant VLAN")
+        assert shown["consumer"] is None and shown["network"]["address"] is None
+        assert shown["state"] != "available"
+        cluster.undo()
+
+
 def test_nothing_in_the_state_dir_is_readable_by_others(sup_box):
     box = sup_box
     # every process has been running for a while and made its files (databases, logs, keys)
@@ -269,13 +329,14 @@ def test_nothing_in_the_state_dir_is_readable_by_others(sup_box):
 
 def test_sigterm_during_a_backoff_stops_every_child(sup_box):
     box = sup_box
-    children = box.child_pids()
     log = box.state_dir / "logs" / "teapot-conductor.log"
-    starts = log.read_text().count("--- starting teapot-conductor")
-    os.kill(children["teapot-conductor"], signal.SIGKILL)  # its exits of the tests above still count
+    # four exits in a row: the next start waits the longest (MAX_DELAY)
+    _kill_in_a_row(box, "teapot-conductor", lambda n: None, times=4)
     wait_for(lambda: json.loads((box.state_dir / "run" / "status.json").read_text())
              ["components"]["teapot-conductor"]["state"] == "restarting",
              timeout=30, interval=0.05, what="the conductor backed off")
+    starts = log.read_text().count("--- starting teapot-conductor")
+    children = box.child_pids()
     box.process.send_signal(signal.SIGTERM)
     assert box.process.wait(60) == 0
     assert log.read_text().count("--- starting teapot-conductor") == starts, \

@@ -370,3 +370,64 @@ def test_a_failed_cluster_gives_its_endpoint_back():
 def test_without_load_balancers_nothing_changes():
     hosts = [claimed("m0", MASTERS), claimed("w0"), claimed("w1")]
     assert isinstance(csm.plan(view(hosts)), Provision)
+
+
+# --- auto-healing ---------------------------------------------------------------------------------
+
+
+def healing(hosts, status=csm.CREATE_COMPLETE, max_unhealthy=1, workers=2, enabled=True):
+    return dataclasses.replace(view(hosts, status=status, workers=workers),
+                               auto_healing=enabled, max_unhealthy=max_unhealthy)
+
+
+def failed(name, nodegroup=WORKERS):
+    return host(name, nodegroup, error_count=csm.HOST_ERRORS_BEFORE_FAILING,
+                error_message="power on failed: the Ironic node is gone")
+
+
+@pytest.mark.parametrize("status", [csm.CREATE_COMPLETE, csm.UPDATE_COMPLETE])
+def test_a_failed_worker_of_a_settled_cluster_is_replaced(status):
+    step = csm.plan(healing([host("m0", MASTERS), host("w0"), failed("w1")], status=status))
+    assert step == csm.Heal(("w1",), "host w1 failed: power on failed: the Ironic node is gone")
+
+
+def test_a_host_with_fewer_errors_is_not_replaced_yet_and_without_the_label_none_is():
+    almost = host("w1", error_count=csm.HOST_ERRORS_BEFORE_FAILING - 1)
+    assert csm.plan(healing([host("m0", MASTERS), host("w0"), almost])) == Wait("settled")
+    off = healing([host("m0", MASTERS), host("w0"), failed("w1")], enabled=False)
+    assert csm.plan(off) == Wait("settled")
+
+
+def test_more_failed_than_max_unhealthy_replaces_none_and_says_why():
+    step = csm.plan(healing([host("m0", MASTERS), failed("w0"), failed("w1")]))
+    assert isinstance(step, csm.HoldHealing)
+    assert step.reason == ("2 hosts of node group default-worker failed (w0, w1), more than "
+                           "max_unhealthy (1): none is replaced")
+    assert isinstance(csm.plan(healing([host("m0", MASTERS), failed("w0"), failed("w1")],
+                                       max_unhealthy=2)), csm.Heal)
+
+
+def test_masters_are_not_healed_and_failed_clusters_are_left_alone():
+    assert csm.plan(healing([failed("m0", MASTERS), host("w0"), host("w1")])) == Wait("settled")
+    assert csm.plan(healing([host("m0", MASTERS), host("w0"), failed("w1")],
+                            status=csm.UPDATE_FAILED)) == Wait("settled")
+
+
+def test_a_worker_gone_from_a_settled_cluster_is_replaced():
+    step = csm.plan(healing([host("m0", MASTERS), host("w0")]))
+    assert step == csm.Heal((), "node group default-worker has 1 of 2 hosts")
+
+
+def test_the_auto_healing_labels_are_checked():
+    from teapot.resources import cluster_rules
+    from teapot.resources.errors import ValidationError
+
+    assert cluster_rules.auto_healing({}) == (False, 1)
+    assert cluster_rules.auto_healing({"auto_healing_enabled": "True",
+                                       "auto_healing_max_unhealthy": "0"}) == (True, 0)
+    for labels, field in (({"auto_healing_enabled": "sometimes"}, "labels.auto_healing_enabled"),
+                          ({"auto_healing_max_unhealthy": "-1"}, "labels.auto_healing_max_unhealthy"),
+                          ({"auto_healing_max_unhealthy": "two"}, "labels.auto_healing_max_unhealthy")):
+        with pytest.raises(ValidationError) as refused:
+            cluster_rules.auto_healing(labels)
+        assert refused.value.field == field

@@ -27,9 +27,10 @@ from teapot.drivers.bootstrap import kubeadm
 from teapot.drivers.bootstrap.network_data import address_of, network_data
 from teapot.drivers.switch import inventory
 from teapot.resources import cluster as csm
+from teapot.resources import cluster_rules, storage
 from teapot.resources import loadbalancer as lbr
 from teapot.resources import network as nsm
-from teapot.resources import storage
+from teapot.resources.errors import ValidationError
 
 LOG = logging.getLogger(__name__)
 ADDRESS_LABEL = "teapot.openstack.org/address"
@@ -103,8 +104,9 @@ class ClusterReconciler:
         allocated = adb.of_hosts(session, [h.uuid for h in hosts
                                            if role_of.get(h.nodegroup) == csm.ROLE_MASTER])
         masters = sorted(allocated.values(), key=_ip_key)
+        healing, max_unhealthy = _auto_healing(row.attrs.get("labels"))
         view = csm.ClusterView(
-            **credential_fields(row.attrs),
+            **credential_fields(row.attrs), auto_healing=healing, max_unhealthy=max_unhealthy,
             endpoint_wanted=wanted, endpoint_held=bool(endpoint),
             endpoint_ready=bool(endpoint) and endpoint.get("members") == masters
             and self.loadbalancers is not None and self.loadbalancers.running(endpoint["name"]),
@@ -149,6 +151,10 @@ class ClusterReconciler:
             return self._delete_credentials(row, step, generation)
         if isinstance(step, csm.Claim):
             return self._claim(row, groups, step, generation)
+        if isinstance(step, csm.Heal):
+            return self._heal(row, groups, hosts, step, generation)
+        if isinstance(step, csm.HoldHealing):
+            return self._hold_healing(row, step, generation)
         if isinstance(step, csm.Provision):
             from teapot.drivers.identity import IdentityError
 
@@ -177,8 +183,9 @@ class ClusterReconciler:
         if isinstance(step, csm.Settle):
             return self._settle(row, groups, hosts, step, generation)
         settled = row.status in csm.SETTLED and not row.deleting and not hosts_missing(view)
-        return self._save(cluster_id, generation,
-                          delay=self.timing.resync * 4 if settled else self.timing.busy,
+        # a cluster that heals itself looks at its hosts as often as they are checked
+        quiet = self.timing.resync * (1 if view.auto_healing else 4)
+        return self._save(cluster_id, generation, delay=quiet if settled else self.timing.busy,
                           reason=step.reason if isinstance(step, csm.Wait) else None)
 
     # -- Cluster API ------------------------------------------------------------------------------
@@ -455,9 +462,54 @@ class ClusterReconciler:
         try:
             cdb.claim(self.sm, row.uuid, wants)
         except cdb.ClaimShortage as e:
+            if row.attrs.get("healing"):  # a replacement waits for a host (its own, cleaned)
+                return self._save(row.id, generation, delay=self.timing.busy * 5,
+                                  reason=f"auto-healing: waiting for a free host: {e}")
             return self._settle(row, groups, [], csm.Settle(csm.FAILED[row.status], str(e), False),
                                 generation)
         return self._save(row.id, generation, delay=0.0, reason="hosts claimed")
+
+    # -- auto-healing -------------------------------------------------------------------------------
+    def _heal(self, row: Cluster, groups, hosts, step: csm.Heal, generation: int) -> bool:
+        """Failed workers leave the cluster (their Nodes deleted when its API server answers;
+        a dead one cannot be drained), go back to the pool to be deprovisioned and cleaned, and the
+        cluster claims their replacements as an update."""
+        if step.hosts:
+            refused = self._drain(row, groups, hosts, step.hosts)
+            if refused:
+                LOG.warning("cluster %s: replacing %s without draining it: %s", row.name,
+                            ", ".join(step.hosts), refused)
+            self._set_hosts(step.hosts, image=None, user_data=None)
+            cdb.release(self.sm, row.uuid, step.hosts)
+        event = {"at": time.time(), "hosts": list(step.hosts), "reason": step.reason}
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None or current.lease_owner != self.owner:
+                return False
+            attrs = dict(current.attrs)
+            attrs.update(healing=event, healed=(attrs.get("healed") or [])[-19:] + [event],
+                         health_status="UNHEALTHY",
+                         health_status_reason={"auto_healing": f"replacing: {step.reason}"})
+            current.attrs = attrs
+            current.status = csm.UPDATE_IN_PROGRESS
+            current.status_reason = f"auto-healing: {step.reason}"
+            current.updated_at = time.time()
+            for g in session.scalars(select(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid)):
+                g.status = csm.UPDATE_IN_PROGRESS
+        LOG.warning("cluster %s: auto-healing: %s", row.name, step.reason)
+        return self._save(row.id, generation, delay=0.0)
+
+    def _hold_healing(self, row: Cluster, step: csm.HoldHealing, generation: int) -> bool:
+        reason = {"auto_healing": f"held: {step.reason}"}
+        if row.attrs.get("health_status_reason") != reason:
+            with self.sm.begin() as session:
+                current = session.get(Cluster, row.id)
+                if current is None or current.lease_owner != self.owner:
+                    return False
+                current.attrs = {**current.attrs, "health_status": "UNHEALTHY",
+                                 "health_status_reason": reason}
+            LOG.warning("cluster %s: auto-healing held: %s", row.name, step.reason)
+        return self._save(row.id, generation, delay=self.timing.resync)
 
     def _provision(self, row: Cluster, groups: list[NodeGroup], hosts: list[Host],
                    names: tuple[str, ...]) -> None:
@@ -657,9 +709,12 @@ class ClusterReconciler:
                 return True  # changed meanwhile: look again
             attrs = dict(current.attrs)
             if step.healthy:
+                healed = attrs.pop("healing", None)
                 attrs.update(master_addresses=masters, node_addresses=workers,
                              api_address=self._api_address(current, groups, hosts) or None,
-                             health_status="HEALTHY", health_status_reason={})
+                             health_status="HEALTHY",
+                             health_status_reason={"auto_healing": f"replaced: {healed['reason']}"}
+                             if healed else {})
             else:
                 attrs.update(health_status="UNHEALTHY", faults={"reason": step.reason})
             current.attrs = attrs
@@ -685,6 +740,13 @@ class ClusterReconciler:
             current.next_attempt_at = 0.0 if current.generation != generation else time.time() + delay
             current.lease_expires_at = time.time() + self.timing.lease
         return delay == 0.0
+
+
+def _auto_healing(labels: dict | None) -> tuple[bool, int]:
+    try:
+        return cluster_rules.auto_healing(labels)
+    except ValidationError:  # made before the labels were checked: no healing
+        return False, 0
 
 
 def credential_fields(attrs: dict) -> dict:

@@ -23,6 +23,7 @@ IN_PROGRESS = (CREATE_IN_PROGRESS, UPDATE_IN_PROGRESS)
 FAILED = {CREATE_IN_PROGRESS: CREATE_FAILED, UPDATE_IN_PROGRESS: UPDATE_FAILED}
 COMPLETE = {CREATE_IN_PROGRESS: CREATE_COMPLETE, UPDATE_IN_PROGRESS: UPDATE_COMPLETE}
 SETTLED = (CREATE_COMPLETE, UPDATE_COMPLETE, CREATE_FAILED, UPDATE_FAILED, DELETE_FAILED)
+HEALTHY_SETTLED = (CREATE_COMPLETE, UPDATE_COMPLETE)
 HOST_ERRORS_BEFORE_FAILING = 3
 DEFAULT_KUBERNETES_VERSION = versions.KUBERNETES[-1]  # the label kube_tag chooses another
 
@@ -75,6 +76,10 @@ class ClusterView:
     endpoint_wanted: bool = False
     endpoint_ready: bool = False
     endpoint_held: bool = False
+    # Auto-healing (label auto_healing_enabled): a settled cluster's worker that keeps failing,
+    # or is gone, is replaced; never more than max_unhealthy of a node group at once.
+    auto_healing: bool = False
+    max_unhealthy: int = 1
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -156,12 +161,31 @@ class RemoveEndpoint:
 
 
 @dataclass(frozen=True)
+class Heal:
+    """Replace failed workers of a settled cluster: the named hosts leave it (drained, released,
+    deprovisioned) and the cluster goes UPDATE_IN_PROGRESS, which claims their replacements (the
+    same hosts again once cleaned, when no other is free). No hosts: a node group is short."""
+
+    hosts: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class HoldHealing:
+    """More hosts failed than auto-healing may replace at once: nothing is done, and the
+    cluster's health says why (as MachineHealthCheck's maxUnhealthy does)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Gone:
     pass
 
 
 Step = (Claim | Provision | Deprovision | Release | Wait | Verify | Settle | MakeCredentials
-        | PushCredentials | DeleteCredentials | EnsureEndpoint | RemoveEndpoint | Gone)
+        | PushCredentials | DeleteCredentials | EnsureEndpoint | RemoveEndpoint | Heal
+        | HoldHealing | Gone)
 
 
 def _credentials(view: ClusterView) -> Step | None:
@@ -227,7 +251,10 @@ def plan(view: ClusterView) -> Step:
         return credentials
     endpoint = EnsureEndpoint() if view.endpoint_wanted and not view.endpoint_ready else None
     if view.status not in IN_PROGRESS:
-        return (endpoint if view.hosts else None) or Wait("settled")
+        if endpoint is not None and view.hosts:
+            return endpoint
+        healing = _healing(view, groups) if view.status in HEALTHY_SETTLED else None
+        return healing or Wait("settled")
 
     surplus = _surplus(view, groups)
     if surplus:
@@ -254,6 +281,32 @@ def plan(view: ClusterView) -> Step:
     if moving:
         return Wait(f"moving {len(moving)} host(s) to the tenant network{held}")
     return Verify(len(view.hosts))
+
+
+def unhealthy(host: HostView) -> bool:
+    return host.error_count >= HOST_ERRORS_BEFORE_FAILING
+
+
+def _healing(view: ClusterView, groups: dict[str, list[HostView]]) -> Step | None:
+    """What auto-healing does for a settled cluster: its worker node groups only (a master
+    replaced would be a new control plane)."""
+    if not view.auto_healing:
+        return None
+    for ng in view.nodegroups:
+        if ng.role != ROLE_WORKER:
+            continue
+        hosts = groups.get(ng.name, [])
+        sick = sorted(h.name for h in hosts if unhealthy(h))
+        if len(sick) > view.max_unhealthy:
+            return HoldHealing(f"{len(sick)} hosts of node group {ng.name} failed "
+                               f"({', '.join(sick)}), more than max_unhealthy "
+                               f"({view.max_unhealthy}): none is replaced")
+        if sick:
+            host = next(h for h in hosts if h.name == sick[0])
+            return Heal((host.name,), f"host {host.name} failed: {host.error_message}")
+        if len(hosts) < ng.node_count:
+            return Heal((), f"node group {ng.name} has {len(hosts)} of {ng.node_count} hosts")
+    return None
 
 
 def _held_by(hosts) -> str:

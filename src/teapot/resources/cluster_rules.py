@@ -71,3 +71,24 @@ def check_template(attrs: Mapping[str, Any], served: Sequence[str],
     if before is None or labels.get("kube_tag") != (old.get("labels") or {}).get("kube_tag"):
         if labels.get("kube_tag"):
             kubernetes_version(labels, served)
+
+
+# Magnum's label for auto-healing, and Teapot's for how many failed hosts of one node group it
+# replaces at once (MachineHealthCheck's maxUnhealthy).
+AUTO_HEALING = "auto_healing_enabled"
+MAX_UNHEALTHY = "auto_healing_max_unhealthy"
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def auto_healing(labels: Mapping[str, str] | None) -> tuple[bool, int]:
+    """(enabled, max_unhealthy) from a cluster's labels; a value that is neither is a
+    ValidationError naming the label."""
+    labels = labels or {}
+    value = str(labels.get(AUTO_HEALING, "false")).strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValidationError(f"labels.{AUTO_HEALING}", f"must be true or false, not {value!r}")
+    raw = str(labels.get(MAX_UNHEALTHY, "1")).strip()
+    if not raw.isdigit() or int(raw) > 1000:
+        raise ValidationError(f"labels.{MAX_UNHEALTHY}",
+                              f"must be a whole number of hosts from 0 to 1000, not {raw!r}")
+    return value in _TRUE, int(raw)

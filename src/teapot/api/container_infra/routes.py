@@ -376,6 +376,7 @@ def create_cluster(request: Request) -> Response:
         network = _network(request, session, project, _given(spec, "fixed_network",
                                                              t.get("fixed_network")))
         kinds = storage.wanted(labels)
+        cluster_rules.auto_healing(labels)  # refused now, naming the label, if it is not one
         ca = pki.new_ca(f"{name} CA")
         secrets = {"bootstrap_token": pki.bootstrap_token(), "certificate_key": pki.certificate_key()}
         cluster_uuid = str(uuidlib.uuid4())
