@@ -76,6 +76,9 @@ REFUSALS = [
     ("alice", "POST", "/v1/clusters/{cluster}/actions/resize", lambda w: {"nodes_to_remove": ["a"]}, "node_count", "is required"),
     ("alice", "POST", "/v1/clusters/{cluster}/actions/resize", lambda w: {"node_count": 1, "nodes_to_remove": "a"}, "nodes_to_remove", "a list"),
     ("alice", "POST", "/v1/clusters/{cluster}/nodegroups", lambda w: {"name": "g", "node_count": 5, "max_node_count": 2}, "node_count", "outside"),
+    ("alice", "POST", "/v1/clusters/{cluster}/actions/resize", lambda w: {"node_count": 0, "nodes_to_remove": ["node-0"]}, "nodes_to_remove[0]", "has no host 'node-0'"),
+    ("alice", "POST", "/v1/clusters", lambda w: _create(w, labels={"auto_healing_enabled": "maybe"}), "labels.auto_healing_enabled", "true or false"),
+    ("alice", "POST", "/v1/clusters", lambda w: _create(w, labels={"auto_healing_max_unhealthy": "-1"}), "labels.auto_healing_max_unhealthy", "from 0 to 1000"),
     ("alice", "POST", "/v1/certificates", lambda w: {"cluster_uuid": w["cluster"], "csr": "not pem"}, "csr", "a PEM document"),
     ("admin", "POST", "/v1/hostclasses", lambda w: {"name": "has space", "labels": {"a": "b"}}, "name", "is not valid"),
     ("admin", "POST", "/v1/hostclasses", lambda w: {"name": "gpu", "traits": ["custom_gpu"]}, "traits[0]", "CUSTOM_"),
@@ -152,3 +155,27 @@ def test_every_write_operation_declares_its_body():
     for op in OPERATIONS:
         if op.method in ("POST", "PATCH", "PUT") and op.path != "/v1/certificates/{ident}":
             assert op.body is not None, f"{op.method} {op.path} has no declared body"
+
+
+def test_a_resize_stays_within_the_node_groups_bounds(client, sm, world):
+    """cluster-autoscaler's magnum provider resizes within min_node_count and max_node_count;
+    Teapot refuses anything outside them, naming the field, and changes nothing."""
+    made = call(client, "alice", "POST", f"/v1/clusters/{world['cluster']}/nodegroups",
+                json={"name": "scaled", "node_count": 1, "min_node_count": 1, "max_node_count": 2})
+    assert made.status_code == 202, made.text
+    with sm.begin() as session:
+        session.scalars(select(models.Cluster)).one().status = "UPDATE_COMPLETE"
+    before = _counts(sm)
+    for count in (0, 3):
+        refused = call(client, "alice", "POST", f"/v1/clusters/{world['cluster']}/actions/resize",
+                       json={"nodegroup": "scaled", "node_count": count})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["errors"][0]["detail"] == (
+            f"node_count: {count} is outside min_node_count 1 to max_node_count 2")
+    assert _counts(sm) == before
+    resized = call(client, "alice", "POST", f"/v1/clusters/{world['cluster']}/actions/resize",
+                   json={"nodegroup": "scaled", "node_count": 2})
+    assert resized.status_code == 202, resized.text
+    shown = call(client, "alice", "GET",
+                 f"/v1/clusters/{world['cluster']}/nodegroups/scaled").json()
+    assert shown["node_count"] == 2

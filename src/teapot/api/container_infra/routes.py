@@ -480,8 +480,17 @@ def resize_cluster(request: Request) -> Response:
         if group is None:
             raise ValidationError("nodegroup", f"cluster {row.name} has no node group {name!r}")
         _at_least_one_master(group, spec["node_count"], "node_count")
+        # within the group's bounds (cluster-autoscaler's min and max), as Magnum refuses
+        _bounds(spec["node_count"], group.min_node_count or 0, group.max_node_count)
+        remove = list(spec.get("nodes_to_remove") or [])
+        held = {n for h in cdb.hosts_of(session, row.uuid) if h.nodegroup == group.name
+                for n in (h.name, h.uuid)}
+        for i, name in enumerate(remove):
+            if name not in held:  # never a host of another group, or of another cluster
+                raise ValidationError(f"nodes_to_remove[{i}]", f"node group {group.name} of "
+                                                               f"cluster {row.name} has no host {name!r}")
         group.node_count = spec["node_count"]
-        group.nodes_to_remove = list(spec.get("nodes_to_remove") or [])
+        group.nodes_to_remove = remove
         _touch(row, csm.UPDATE_IN_PROGRESS, f"resizing {group.name} to {group.node_count}")
     return _respond(request, {"uuid": row.uuid}, 202)
 
