@@ -29,7 +29,7 @@ import yaml
 MICROVERSION = {"OpenStack-API-Version": "container-infra 1.14"}
 IMAGE = "https://images.example/ubuntu-2404-k8s.raw"
 POLL = 0.25
-SETTLED = ("CREATE_COMPLETE", "CREATE_FAILED")
+SETTLED = ("CREATE_COMPLETE", "CREATE_FAILED", "UPDATE_COMPLETE", "UPDATE_FAILED")
 
 
 # -- the processes --------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ class ClusterCreate:
         while time.monotonic() < deadline:
             body = self._get()
             if body and body["status"] in SETTLED:
-                if body["status"] == "CREATE_COMPLETE":
+                if body["status"].endswith("_COMPLETE"):
                     return body["status"]
                 return f"{body['status']}: {body['status_reason']}"
             time.sleep(POLL)

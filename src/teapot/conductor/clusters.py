@@ -464,7 +464,7 @@ class ClusterReconciler:
         except cdb.ClaimShortage as e:
             if row.attrs.get("healing"):  # a replacement waits for a host (its own, cleaned)
                 return self._save(row.id, generation, delay=self.timing.busy * 5,
-                                  reason=f"auto-healing: waiting for a free host: {e}")
+                                  reason=f"waiting for a free host: {e}")
             return self._settle(row, groups, [], csm.Settle(csm.FAILED[row.status], str(e), False),
                                 generation)
         return self._save(row.id, generation, delay=0.0, reason="hosts claimed")
@@ -492,7 +492,8 @@ class ClusterReconciler:
                          health_status_reason={"auto_healing": f"replacing: {step.reason}"})
             current.attrs = attrs
             current.status = csm.UPDATE_IN_PROGRESS
-            current.status_reason = f"auto-healing: {step.reason}"
+            current.status_reason = f"auto-healing ({step.reason}): replacing " + (
+                ", ".join(step.hosts) if step.hosts else "the missing hosts")
             current.updated_at = time.time()
             for g in session.scalars(select(NodeGroup).where(NodeGroup.cluster_uuid == row.uuid)):
                 g.status = csm.UPDATE_IN_PROGRESS
@@ -736,7 +737,10 @@ class ClusterReconciler:
             if current is None or current.lease_owner != self.owner:
                 return False
             if reason and current.status in csm.IN_PROGRESS + (csm.DELETE_IN_PROGRESS,):
-                current.status_reason = reason
+                healing = current.attrs.get("healing") if current.status in csm.IN_PROGRESS else None
+                # an update that auto-healing began says so at every step
+                current.status_reason = f"auto-healing ({healing['reason']}): {reason}" \
+                    if healing else reason
             current.next_attempt_at = 0.0 if current.generation != generation else time.time() + delay
             current.lease_expires_at = time.time() + self.timing.lease
         return delay == 0.0
