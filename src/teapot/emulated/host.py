@@ -82,10 +82,13 @@ class EmulatedHost:
             for f in parsed.files:
                 target = self.path(f.path)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
+                # the owner's part of the mode the user data asks for: this disk is a directory
+                # of the box's state, which nobody else on the machine may read
+                mode = f.mode & 0o700
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
                 with os.fdopen(fd, "wb") as out:
                     out.write(f.content)
-                os.chmod(target, f.mode)
+                os.chmod(target, mode)
             if parsed.unsupported:
                 self._log(f"cloud-init: not carried out on an emulated host: "
                           f"{', '.join(parsed.unsupported)}")

@@ -199,7 +199,9 @@ QUOTA = obj({"id": nullable(integer(0)), "project_id": string(64), "resource": s
              "hard_limit": integer(0), "created_at": TIMESTAMP, "updated_at": TIMESTAMP},
             ("project_id", "resource", "hard_limit"))
 QUOTA_LIST = obj({"quotas": array(QUOTA, INT32_MAX), "next": string(4096)}, ("quotas",))
-STATS = obj({"clusters": integer(0), "nodes": integer(0)}, ("clusters", "nodes"))
+# sums over clusters: more than one node group's int32 count
+STATS = obj({"clusters": integer(0, 2**63 - 1), "nodes": integer(0, 2**63 - 1)},
+            ("clusters", "nodes"))
 MSERVICES = obj({"mservices": array(obj({
     "id": integer(0), "binary": string(64), "host": string(255), "report_count": integer(0),
     "state": {"type": "string", "enum": ["up", "down"]}, "disabled": BOOLEAN,
