@@ -274,6 +274,12 @@ class Box(TestBox):
         """The `host X: ... (retrying)` lines `teapot up` printed while waiting for the hosts."""
         return [ln for ln in self.lines if ln.startswith("host ") and ln.endswith("(retrying)")]
 
+    def stop_and_say(self) -> None:
+        """Stop the box and print how it ended."""
+        stopped = self.stop()
+        print(f"box stopped (code {stopped['code']}, left behind: "
+              f"{', '.join(stopped['leftovers']) or 'nothing'})")
+
     def stop(self, timeout: float = 60.0) -> dict:
         """SIGTERM `teapot up` and wait for it; then kill by PID whatever it left behind.
         Returns its exit code, the seconds it took to stop and the children killed afterwards."""

@@ -176,9 +176,7 @@ def main() -> int:
                   f"{sum(1 for r in rows if r.end not in ('-', 'CREATE_COMPLETE', 'available'))}")
             print(describe_cpu(meter.read()))
         finally:
-            stopped = box.stop()
-            print(f"box stopped (code {stopped['code']}, left behind: "
-                  f"{', '.join(stopped['leftovers']) or 'nothing'})")
+            box.stop_and_say()
     return 0
 
 

@@ -222,9 +222,7 @@ def main() -> int:
                       f"{memory_after[name]:.1f} MiB at the end")
             print(describe_cpu(cpu))
         finally:
-            stopped = box.stop()
-            print(f"box stopped (code {stopped['code']}, left behind: "
-                  f"{', '.join(stopped['leftovers']) or 'nothing'})")
+            box.stop_and_say()
     return 0
 
 

@@ -221,6 +221,23 @@ def test_remove_needs_the_lease(sm):
     assert _load(sm, host_id) is None
 
 
+class _NetworkReconciler:
+    """A reconciler of networks for the loop's tests: `reconcile` is the given function."""
+
+    kind = "network"
+
+    def __init__(self, sm, reconcile):
+        from teapot.db.models import Network
+
+        self.model, self.sm, self.reconcile = Network, sm, reconcile
+
+    def due(self, now, limit):
+        return leases.due(self.sm, self.model, now, limit)
+
+    def refresh(self):
+        pass
+
+
 def test_a_reconcile_that_raises_is_retried_later_each_time_later(sm):
     """A bug in a reconciler never turns into a hot loop: the object is looked at again after a
     delay that doubles with each failure in a row, and a success forgets the failures."""
@@ -235,24 +252,13 @@ def test_a_reconcile_that_raises_is_retried_later_each_time_later(sm):
     with sm() as session:
         net_id = session.query(Network.id).scalar()
 
-    class Broken:
-        kind, model = "network", Network
-        calls = 0
+    calls = []
 
-        def __init__(self):
-            self.sm = sm
+    def a_bug(object_id):
+        calls.append(object_id)
+        raise ValueError("a bug")
 
-        def due(self, now, limit):
-            return leases.due(sm, Network, now, limit)
-
-        def refresh(self):
-            pass
-
-        def reconcile(self, object_id):
-            Broken.calls += 1
-            raise ValueError("a bug")
-
-    broken = Broken()
+    broken = _NetworkReconciler(sm, a_bug)
     loop = Loop([broken], workers=1, poll_interval=0.01)
     try:
         delays = []
@@ -261,7 +267,7 @@ def test_a_reconcile_that_raises_is_retried_later_each_time_later(sm):
             with sm() as session:
                 delays.append(session.get(Network, net_id).next_attempt_at - clock.time())
             assert loop.tick() == 0  # not due again at once
-        assert [round(d) for d in delays] == [2, 4, 8] and Broken.calls == 3
+        assert [round(d) for d in delays] == [2, 4, 8] and len(calls) == 3
     finally:
         loop.pool.shutdown()
 
@@ -284,25 +290,12 @@ def test_a_reconcile_that_meets_a_dependency_down_says_so_and_comes_back_soon(sm
     with sm() as session:
         net_id = session.query(Network.id).scalar()
 
-    class WaitsForIronic:
-        kind, model = "network", Network
+    def ironic_refuses(object_id):
+        raise ksa_exc.ConnectFailure(
+            "Unable to establish connection to http://127.0.0.1:6385/v1/nodes: "
+            "[Errno 111] Connection refused")
 
-        def __init__(self):
-            self.sm = sm
-
-        def due(self, now, limit):
-            return leases.due(sm, Network, now, limit)
-
-        def refresh(self):
-            pass
-
-        def reconcile(self, object_id):
-            error = ksa_exc.ConnectFailure(
-                "Unable to establish connection to http://127.0.0.1:6385/v1/nodes: "
-                "[Errno 111] Connection refused")
-            raise error
-
-    reconciler = WaitsForIronic()
+    reconciler = _NetworkReconciler(sm, ironic_refuses)
     loop = Loop([reconciler], workers=1, poll_interval=0.01)
     try:
         delays = []
