@@ -452,6 +452,50 @@ def test_a_stopped_worker_turns_not_ready_and_back(clusters):
     wait_for(lambda: status() == "True", timeout=120, interval=3, what=f"{worker_host} Ready")
 
 
+def test_an_upgrade_replaces_every_host_masters_first_and_keeps_the_clusters_data(
+        clusters, apis):
+    """The demo cluster moves to a template of the next Kubernetes release. With free hosts in
+    the box, each host is surged: a new one joins (the new master removes the old one's etcd
+    member), is Ready, then the old one is drained and given back, masters first. At the end the
+    API server, reached through the same endpoint and kubeconfig, is the new release, every Node
+    is a new host, and what was stored before the upgrade is still there."""
+    c = clusters["demo"]
+    newer = releases.KUBERNETES[1]
+    kubectl(c["kubeconfig"], "create", "configmap", "before-upgrade", "--from-literal=kept=yes")
+    template = apis["demo"]("POST", "/v1/clustertemplates", json={
+        "name": "kube-demo-next", "image_id": "https://images.example/node.raw",
+        "flavor_id": "baremetal", "master_flavor_id": "baremetal",
+        "labels": {"image_checksum": "34" * 32, "kube_tag": newer,
+                   "cloud_provider_enabled": "true"}})["uuid"]
+    old_hosts = _hosts_of(apis, c["uuid"])
+    apis["demo"]("POST", f"/v1/clusters/{c['uuid']}/actions/upgrade",
+                 json={"cluster_template": template}, expect=(202,))
+    reasons = []
+
+    def done():
+        shown = apis["demo"]("GET", f"/v1/clusters/{c['uuid']}")
+        assert shown["status"] != "UPDATE_FAILED", shown
+        if not reasons or reasons[-1] != shown["status_reason"]:
+            reasons.append(shown["status_reason"])
+        return shown if shown["status"] == "UPDATE_COMPLETE" else None
+
+    shown = wait_for(done, timeout=900, interval=2, what=f"cluster {c['uuid']} upgraded")
+    assert shown["coe_version"] == newer and shown["cluster_template_id"] == template
+    assert any(r.startswith("upgrading: a host claimed to replace") for r in reasons), reasons
+    assert any("drained and deprovisioned" in r or "deprovisioned, replaced" in r
+               for r in reasons), reasons
+    hosts = _hosts_of(apis, c["uuid"])
+    assert not set(hosts) & set(old_hosts), (hosts, old_hosts)
+    version = json.loads(kubectl(c["kubeconfig"], "version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == newer
+    nodes = _nodes(c)
+    assert sorted(nodes) == hosts and set(nodes.values()) == {"True"}, nodes
+    kept = kubectl(c["kubeconfig"], "get", "configmap", "before-upgrade",
+                   "-o", "jsonpath={.data.kept}").stdout
+    assert kept == "yes"
+    c["hosts"] = sorted(set(c["hosts"]) | set(hosts))  # all of them must end up bare
+
+
 def test_deleted_clusters_leave_no_process_and_no_file(box, clusters, apis):
     """Runs last in the module: delete both clusters, then every one of their hosts is bare."""
     fabric = clusters["fabric"]

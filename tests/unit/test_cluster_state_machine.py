@@ -431,3 +431,138 @@ def test_the_auto_healing_labels_are_checked():
         with pytest.raises(ValidationError) as refused:
             cluster_rules.auto_healing(labels)
         assert refused.value.field == field
+
+
+# --- rolling upgrades -----------------------------------------------------------------------------
+OLD, NEW = "t-old v1.36.3", "t-new v1.37.2"
+
+
+def upgrading(hosts, masters=1, workers=2, **changes) -> ClusterView:
+    return dataclasses.replace(view(hosts, status=csm.UPDATE_IN_PROGRESS, masters=masters,
+                                    workers=workers),
+                               release=NEW, upgrading=True, endpoint_held=True, **changes)
+
+
+def run_upgrade(hosts: list[HostView], free: list[str], masters=1, workers=2,
+                ready: bool = True) -> list[str]:
+    """Carry out plan() as the conductor would, with `free` hosts in the pool, until it verifies;
+    returns what was done, one line per step."""
+    log, in_place, leaving = [], [], []
+    hosts = {h.name: h for h in hosts}
+    for _ in range(60):
+        step = csm.plan(upgrading(list(hosts.values()), masters, workers,
+                                  in_place=tuple(in_place), leaving=tuple(leaving)))
+        if isinstance(step, Claim):
+            (group, count), = step.counts.items()
+            if not free:
+                in_place.append(step.surge)
+                log.append(f"in place {step.surge}")
+                continue
+            name = free.pop(0)
+            hosts[name] = claimed(name, group)
+            log.append(f"surge {name} for {step.surge}")
+        elif isinstance(step, Provision):
+            for name in step.hosts:
+                hosts[name] = dataclasses.replace(hosts[name], has_image=True, state="provisioned",
+                                                  release=NEW)
+            log.append(f"provision {','.join(step.hosts)}")
+        elif isinstance(step, csm.Retire):
+            assert ready
+            hosts[step.host] = dataclasses.replace(hosts[step.host], has_image=False,
+                                                   state="deprovisioning", release="")
+            if not step.in_place:
+                leaving.append(step.host)
+            log.append(f"retire {step.host}")
+        elif isinstance(step, Wait):  # the host reconciler cleans what was deprovisioned
+            hosts = {n: dataclasses.replace(h, state="available") if h.state == "deprovisioning"
+                     else h for n, h in hosts.items()}
+        elif isinstance(step, Release):
+            for name in step.hosts:
+                del hosts[name]
+                free.append(name)  # back in the pool, cleaned
+                leaving.remove(name)  # as the conductor forgets it
+            log.append(f"release {','.join(step.hosts)}")
+        elif isinstance(step, Verify):
+            assert all(h.release == NEW for h in hosts.values())
+            return log
+        else:
+            raise AssertionError(step)
+    raise AssertionError(log)
+
+
+def _old_cluster() -> list[HostView]:
+    return [host("m0", MASTERS, release=OLD), host("w0", WORKERS, release=OLD),
+            host("w1", WORKERS, release=OLD)]
+
+
+def test_an_upgrade_with_a_free_host_surges_one_host_at_a_time_masters_first():
+    assert run_upgrade(_old_cluster(), free=["f0"]) == [
+        "surge f0 for m0", "provision f0", "retire m0", "release m0",
+        "surge m0 for w0", "provision m0", "retire w0", "release w0",
+        "surge w0 for w1", "provision w0", "retire w1", "release w1"]
+
+
+def test_an_upgrade_without_free_hosts_replaces_workers_in_place_but_never_a_master():
+    hosts = [host("m0", MASTERS, release=NEW), host("w0", WORKERS, release=OLD),
+             host("w1", WORKERS, release=OLD)]
+    assert run_upgrade(hosts, free=[]) == [
+        "in place w0", "retire w0", "provision w0", "in place w1", "retire w1", "provision w1"]
+    step = csm.plan(upgrading(_old_cluster(), in_place=("m0",)))
+    assert isinstance(step, Settle) and step.status == csm.UPDATE_FAILED
+    assert step.reason.startswith("upgrade stopped at master m0: no free host")
+
+
+def test_an_upgrade_waits_for_the_replacement_to_be_ready_before_the_old_host_leaves():
+    hosts = [host("m0", MASTERS, release=NEW), host("w0", WORKERS, release=OLD),
+             host("w1", WORKERS, release=OLD), host("f0", WORKERS, release=NEW,
+                                                    state="provisioning")]
+    assert csm.plan(upgrading(hosts)) == Wait("upgrading: provisioning 1 host(s)")
+    hosts[-1] = dataclasses.replace(hosts[-1], state="provisioned")
+    assert csm.plan(upgrading(hosts)) == csm.Retire("w0", 3, ("f0", "m0"), in_place=False)
+
+
+def test_a_finished_upgrade_verifies_and_settles_update_complete():
+    hosts = [dataclasses.replace(h, release=NEW) for h in _old_cluster()]
+    step = csm.plan(upgrading(hosts))
+    assert step == Verify(3)
+    assert csm.settle_verified(upgrading(hosts)).status == csm.UPDATE_COMPLETE
+
+
+def test_a_replacement_that_fails_is_redone_once_then_the_upgrade_stops_naming_it():
+    hosts = [host("m0", MASTERS, release=NEW), host("w0", WORKERS, release=OLD),
+             host("w1", WORKERS, release=OLD),
+             host("f0", WORKERS, release=NEW, state="provisioning", error_count=3,
+                  error_message="deploy failed")]
+    assert csm.plan(upgrading(hosts)) == csm.Redo("f0")
+    step = csm.plan(upgrading(hosts, redone=("f0",)))
+    assert step == Settle(csm.UPDATE_FAILED, "upgrade stopped at host f0: it failed: deploy failed",
+                          healthy=False)
+
+
+def test_a_stopped_upgrade_still_gives_back_what_it_replaced():
+    hosts = [host("m0", MASTERS, release=NEW), host("w0", WORKERS, release=NEW),
+             host("w9", WORKERS, state="available", has_image=False),
+             host("w1", WORKERS, release=OLD)]
+    stopped = dataclasses.replace(upgrading(hosts, leaving=("w9",)), status=csm.UPDATE_FAILED)
+    assert csm.plan(stopped) == Release(("w9",))
+
+
+def test_masters_are_not_replaced_without_a_load_balancer_before_them():
+    step = csm.plan(dataclasses.replace(upgrading(_old_cluster()), endpoint_held=False))
+    assert isinstance(step, Settle) and step.status == csm.UPDATE_FAILED
+    assert "no load balancer" in step.reason
+
+
+def test_the_upgrade_rules_follow_kubernetes_version_skew():
+    from teapot.resources.cluster_rules import check_upgrade
+    from teapot.resources.errors import ValidationError
+
+    check_upgrade("v1.36.3", "v1.37.2")
+    check_upgrade("v1.36.3", "v1.36.5")
+    check_upgrade("v1.37.2", "v1.36.3", back_to="v1.36.3")  # a rollback
+    with pytest.raises(ValidationError, match="v1.38.0 skips a minor release .upgrade to v1.37"):
+        check_upgrade("v1.36.3", "v1.38.0")
+    with pytest.raises(ValidationError, match="does not go back to v1.36.3$"):
+        check_upgrade("v1.37.2", "v1.36.3")
+    with pytest.raises(ValidationError, match=r"only back to v1.35.0"):
+        check_upgrade("v1.37.2", "v1.36.3", back_to="v1.35.0")

@@ -53,7 +53,9 @@ def test_user_data_of_an_init_node(ca):
     assert parsed.hostname == "prod-init-0"
     files = {f.path: f for f in parsed.files}
     assert list(files) == [bootstrap.CA_CERT_PATH, bootstrap.CA_KEY_PATH,
-                           bootstrap.KUBEADM_CONFIG_PATH, bootstrap.ADDONS_PATH]
+                           bootstrap.KUBEADM_CONFIG_PATH, bootstrap.RELEASE_PATH,
+                           bootstrap.ADDONS_PATH]
+    assert files[bootstrap.RELEASE_PATH].content == node.kubernetes_version.encode() + b"\n"
     assert files[bootstrap.CA_CERT_PATH].content == ca.cert_pem
     assert files[bootstrap.CA_CERT_PATH].mode == 0o644
     assert files[bootstrap.CA_KEY_PATH].content == ca.key_pem
@@ -80,9 +82,25 @@ def test_user_data_of_a_worker(ca):
     parsed = cloudinit.parse_user_data(bootstrap.user_data(node))
 
     assert parsed.hostname == "prod-worker-0"
-    assert [f.path for f in parsed.files] == [bootstrap.KUBEADM_CONFIG_PATH]  # no CA for workers
+    # no CA for workers
+    assert [f.path for f in parsed.files] == [bootstrap.KUBEADM_CONFIG_PATH, bootstrap.RELEASE_PATH]
     assert [shlex.split(c) for c in parsed.commands] == [bootstrap.kubeadm_command(node)]
     assert parsed.unsupported == ()  # ssh_authorized_keys is ignored too
+
+
+def test_a_master_that_replaces_another_removes_its_etcd_member_once_joined(ca):
+    node = _node(ca, "control-plane", replaces="prod-old-0")
+    parsed = cloudinit.parse_user_data(bootstrap.user_data(node))
+    join, remove = (shlex.split(c) for c in parsed.commands)
+    assert join == bootstrap.kubeadm_command(node)
+    assert remove[:2] == ["python3", "-c"] and remove[3:] == ["prod-old-0"]
+    compile(remove[2], "remove-etcd-member", "exec")  # the script is Python as written
+    assert "/v3/cluster/member/" in remove[2] and 'call("remove"' in remove[2]
+    for role in ("init", "worker"):
+        with pytest.raises(ValueError, match="only a control-plane host replaces another"):
+            _node(ca, role, replaces="prod-old-0")
+    with pytest.raises(ValueError, match="only a control-plane host replaces another"):
+        _node(ca, "control-plane", replaces="Not A Node Name")
 
 
 def test_user_data_modules_not_carried_out_are_reported():

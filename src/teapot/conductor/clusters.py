@@ -23,7 +23,7 @@ from teapot.db import clusters as cdb
 from teapot.db import leases
 from teapot.db import networks as ndb
 from teapot.db.models import Cluster, ClusterTemplate, Host, Network, NodeGroup
-from teapot.drivers.bootstrap import kubeadm
+from teapot.drivers.bootstrap import kubeadm, workload
 from teapot.drivers.bootstrap.network_data import address_of, network_data
 from teapot.drivers.switch import inventory
 from teapot.resources import cluster as csm
@@ -35,6 +35,7 @@ from teapot.resources.errors import ValidationError
 LOG = logging.getLogger(__name__)
 ADDRESS_LABEL = "teapot.openstack.org/address"
 MAX_STEPS = 6
+JOIN_TOKEN_LIFETIME = 24 * 3600.0  # from the moment a host is given its join
 
 
 def host_address(host: Host) -> str:
@@ -105,8 +106,13 @@ class ClusterReconciler:
                                            if role_of.get(h.nodegroup) == csm.ROLE_MASTER])
         masters = sorted(allocated.values(), key=_ip_key)
         healing, max_unhealthy = _auto_healing(row.attrs.get("labels"))
+        releases = row.attrs.get("releases") or {}
+        upgrade = row.attrs.get("upgrade") or {}
         view = csm.ClusterView(
             **credential_fields(row.attrs), auto_healing=healing, max_unhealthy=max_unhealthy,
+            release=release_of(row), upgrading=bool(upgrade),
+            in_place=tuple(upgrade.get("in_place", ())), leaving=tuple(upgrade.get("leaving", ())),
+            redone=tuple(upgrade.get("redone", ())),
             endpoint_wanted=wanted, endpoint_held=bool(endpoint),
             endpoint_ready=bool(endpoint) and endpoint.get("members") == masters
             and self.loadbalancers is not None and self.loadbalancers.running(endpoint["name"]),
@@ -117,7 +123,8 @@ class ClusterReconciler:
                                      bool(h.spec.get("image")), h.status.get("errorCount", 0),
                                      h.status.get("errorMessage", ""), h.created_at,
                                      on_network(h), h.port_error or "",
-                                     h.status.get("waiting", "")) for h in hosts))
+                                     h.status.get("waiting", ""), releases.get(h.name, ""))
+                   for h in hosts))
         return view, groups, hosts
 
     def _step(self, cluster_id: int) -> bool:
@@ -155,6 +162,15 @@ class ClusterReconciler:
             return self._heal(row, groups, hosts, step, generation)
         if isinstance(step, csm.HoldHealing):
             return self._hold_healing(row, step, generation)
+        if isinstance(step, csm.Retire):
+            return self._retire(row, groups, hosts, step, generation)
+        if isinstance(step, csm.Redo):
+            self._set_hosts((step.host,), image=None, user_data=None)
+            self._upgrade_attrs(row, host=step.host, redone=True)
+            LOG.warning("cluster %s: upgrade: %s failed; provisioning it once more", row.name,
+                        step.host)
+            return self._save(cluster_id, generation, delay=self.timing.busy,
+                              reason=f"upgrading: {step.host} failed; provisioning it once more")
         if isinstance(step, csm.Provision):
             from teapot.drivers.identity import IdentityError
 
@@ -165,18 +181,24 @@ class ClusterReconciler:
             except adb.NoFreeAddress as e:
                 return self._settle(row, groups, hosts, csm.Settle(
                     csm.FAILED[row.status], f"no address for its hosts: {e}", False), generation)
+            except workload.PushError as e:  # readying the running cluster for hosts to join
+                return self._save(cluster_id, generation, delay=self.timing.busy * 4,
+                                  reason=f"joining {', '.join(step.hosts)}: {e}; retrying")
             return self._save(cluster_id, generation, delay=self.timing.busy,
-                              reason=f"provisioning {len(hosts)} host(s)")
+                              reason=f"upgrading: provisioning {', '.join(step.hosts)}"
+                              if view.upgrading else f"provisioning {len(hosts)} host(s)")
         if isinstance(step, csm.Deprovision):
             refused = self._drain(row, groups, hosts, step.hosts)
             if refused:
                 return self._save(cluster_id, generation, delay=self.timing.busy * 4,
                                   reason=f"draining: {refused}; retrying")
             self._set_hosts(step.hosts, image=None, user_data=None)
+            self._forget(row, step.hosts)
             return self._save(cluster_id, generation, delay=self.timing.busy,
                               reason=f"deprovisioning {len(step.hosts)} host(s)")
         if isinstance(step, csm.Release):
             cdb.release(self.sm, row.uuid, step.hosts)
+            self._forget(row, step.hosts, released=True)
             return self._save(cluster_id, generation, delay=0.0)
         if isinstance(step, csm.Verify):
             return self._verify(row, view, groups, hosts, step, generation)
@@ -462,12 +484,68 @@ class ClusterReconciler:
         try:
             cdb.claim(self.sm, row.uuid, wants)
         except cdb.ClaimShortage as e:
+            if step.surge:  # no free host to surge onto: this one is replaced in place
+                self._upgrade_attrs(row, host=step.surge, in_place=True)
+                return self._save(row.id, generation, delay=0.0,
+                                  reason=f"upgrading: {step.surge} in place ({e})")
             if row.attrs.get("healing"):  # a replacement waits for a host (its own, cleaned)
                 return self._save(row.id, generation, delay=self.timing.busy * 5,
                                   reason=f"waiting for a free host: {e}")
             return self._settle(row, groups, [], csm.Settle(csm.FAILED[row.status], str(e), False),
                                 generation)
-        return self._save(row.id, generation, delay=0.0, reason="hosts claimed")
+        return self._save(row.id, generation, delay=0.0, reason=f"upgrading: a host claimed to "
+                                                                f"replace {step.surge}"
+                          if step.surge else "hosts claimed")
+
+    # -- rolling upgrades ---------------------------------------------------------------------------
+    def _retire(self, row: Cluster, groups, hosts, step: csm.Retire, generation: int) -> bool:
+        """The upgrade's next host leaves, once what replaced the hosts before it is Ready."""
+        if self.readiness == "kubernetes":
+            from teapot.drivers.bootstrap import readiness
+
+            ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
+            ok, why = readiness.check(ca, self._api_address(row, groups, hosts), step.nodes,
+                                      require=step.ready)
+            if not ok:
+                return self._save(row.id, generation, delay=self.timing.resync,
+                                  reason=f"upgrading: waiting before {step.host} leaves: {why}")
+        refused = self._drain(row, groups, hosts, (step.host,))
+        if refused:
+            return self._save(row.id, generation, delay=self.timing.busy * 4,
+                              reason=f"upgrading: draining {step.host}: {refused}; retrying")
+        self._set_hosts((step.host,), image=None, user_data=None)
+        self._forget(row, (step.host,))
+        self._upgrade_attrs(row, host=step.host, leaving=not step.in_place)
+        how = "to be provisioned again" if step.in_place else "replaced"
+        LOG.info("cluster %s: upgrade: %s drained and deprovisioned, %s", row.name, step.host, how)
+        return self._save(row.id, generation, delay=self.timing.busy,
+                          reason=f"upgrading: {step.host} deprovisioned, {how}")
+
+    def _upgrade_attrs(self, row: Cluster, host: str, in_place: bool = False,
+                       leaving: bool = False, redone: bool = False) -> None:
+        """Note a host in the upgrade's record: replaced in place, leaving, or redone."""
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            upgrade = dict(current.attrs.get("upgrade") or {})
+            for key, wanted in (("in_place", in_place), ("leaving", leaving), ("redone", redone)):
+                if wanted and host not in upgrade.get(key, []):
+                    upgrade[key] = [*upgrade.get(key, []), host]
+            current.attrs = {**current.attrs, "upgrade": upgrade}
+
+    def _forget(self, row: Cluster, names, released: bool = False) -> None:
+        """Hosts deprovisioned run no release of the cluster's any more; given back (`released`),
+        they are no longer an upgrade's to give back (one may be claimed again)."""
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            if current is None:
+                return
+            attrs = dict(current.attrs)
+            attrs["releases"] = {k: v for k, v in (attrs.get("releases") or {}).items()
+                                 if k not in names}
+            if released and attrs.get("upgrade"):
+                attrs["upgrade"] = {**attrs["upgrade"], "leaving": [
+                    n for n in attrs["upgrade"].get("leaving", []) if n not in names]}
+            current.attrs = attrs
 
     # -- auto-healing -------------------------------------------------------------------------------
     def _heal(self, row: Cluster, groups, hosts, step: csm.Heal, generation: int) -> bool:
@@ -481,6 +559,7 @@ class ClusterReconciler:
                             ", ".join(step.hosts), refused)
             self._set_hosts(step.hosts, image=None, user_data=None)
             cdb.release(self.sm, row.uuid, step.hosts)
+            self._forget(row, step.hosts, released=True)
         event = {"at": time.time(), "hosts": list(step.hosts), "reason": step.reason}
         with self.sm.begin() as session:
             current = session.get(Cluster, row.id)
@@ -522,7 +601,11 @@ class ClusterReconciler:
         ca = pki.CA(row.ca_cert, self.fernet.decrypt(row.ca_key))
         role_of = {g.name: g.role for g in groups}
         ordered = sorted(hosts, key=lambda h: (role_of.get(h.nodegroup) != csm.ROLE_MASTER, h.name))
-        roles = csm.kubeadm_roles([(h.name, role_of.get(h.nodegroup, csm.ROLE_WORKER)) for h in ordered])
+        # a cluster whose control plane runs: every host provisioned now joins it
+        running = [h for h in ordered if h.name not in names and h.spec.get("image")
+                   and role_of.get(h.nodegroup) == csm.ROLE_MASTER]
+        roles = csm.kubeadm_roles([(h.name, role_of.get(h.nodegroup, csm.ROLE_WORKER))
+                                   for h in running + [h for h in ordered if h not in running]])
         masters = [h for h in ordered if role_of.get(h.nodegroup) == csm.ROLE_MASTER]
         configs = self._addresses(row, ordered)
         address = {h.name: configs[h.name][0] if h.name in configs else host_address(h)
@@ -530,6 +613,19 @@ class ClusterReconciler:
         made = row.attrs.get("endpoint") or {}
         endpoint = f"{made['tenant']}:6443" if made else \
             f"{address[masters[0].name]}:6443" if masters else ""
+        version = row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION
+        upgrade = row.attrs.get("upgrade") or {}
+        releases = row.attrs.get("releases") or {}
+        # an upgrade's new master replaces the first master not yet on the new release
+        replaces = next((h.name for h in masters if h.name not in names
+                         and releases.get(h.name) != release_of(row)), "") if upgrade else ""
+        if running and self.readiness == "kubernetes":
+            joining_masters = any(role_of.get(h.nodegroup) == csm.ROLE_MASTER for h in hosts
+                                  if h.name in names)
+            with workload.admin_client(ca, "teapot-join") as client:
+                workload.prepare_join(client, self._api_address(row, groups, hosts),
+                                      secrets["bootstrap_token"], JOIN_TOKEN_LIFETIME,
+                                      version if upgrade and joining_masters else None)
         addons = self._addons(row) if "init" in [roles[n] for n in names] else ""
         for host in hosts:
             if host.name not in names:
@@ -537,12 +633,18 @@ class ClusterReconciler:
             node = kubeadm.NodeConfig(
                 addons=addons if roles[host.name] == "init" else "",
                 cluster_name=row.name, node_name=host.name, role=roles[host.name],
-                kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
+                kubernetes_version=version,
                 api_endpoint=endpoint, ca=ca, bootstrap_token=secrets["bootstrap_token"],
                 certificate_key=secrets["certificate_key"],
-                cert_sans=(made["public"],) if made else ())
+                cert_sans=(made["public"],) if made else (),
+                replaces=replaces if roles[host.name] == "control-plane" else "")
             self._set_hosts((host.name,), image=image, user_data=kubeadm.user_data(node),
                             network_data=configs.get(host.name, (None, None))[1])
+        with self.sm.begin() as session:
+            current = session.get(Cluster, row.id)
+            releases = dict(current.attrs.get("releases") or {})
+            releases.update({n: release_of(current) for n in names})
+            current.attrs = {**current.attrs, "releases": releases}
 
     # -- the API endpoint -------------------------------------------------------------------------
     def _ensure_endpoint(self, row: Cluster, groups, hosts, generation: int) -> bool:
@@ -710,6 +812,7 @@ class ClusterReconciler:
                 return True  # changed meanwhile: look again
             attrs = dict(current.attrs)
             if step.healthy:
+                attrs.pop("upgrade", None)  # finished: every host runs the new release
                 healed = attrs.pop("healing", None)
                 attrs.update(master_addresses=masters, node_addresses=workers,
                              api_address=self._api_address(current, groups, hosts) or None,
@@ -744,6 +847,11 @@ class ClusterReconciler:
             current.next_attempt_at = 0.0 if current.generation != generation else time.time() + delay
             current.lease_expires_at = time.time() + self.timing.lease
         return delay == 0.0
+
+
+def release_of(row: Cluster) -> str:
+    """What a cluster's hosts run: its template (the image) and its Kubernetes release."""
+    return f"{row.cluster_template_id} {row.attrs.get('coe_version') or csm.DEFAULT_KUBERNETES_VERSION}"
 
 
 def _auto_healing(labels: dict | None) -> tuple[bool, int]:

@@ -3,8 +3,9 @@ with its preflight phase skipped (it looks for a container runtime and systemd, 
 host does not have; the stand-in kubelet takes their place).
 
 Teapot's images carry the kubeadm of one Kubernetes release; the box's hosts carry every release
-built here, so this picks the one the configuration asks for: `kubernetesVersion` for `init`,
-and for `join` the version the cluster's API server reports (`/version`, readable without
+built here, so this picks the one the host was provisioned for (the file Teapot's user data
+writes), else the one the configuration asks for: `kubernetesVersion` for `init`, and for `join`
+the version the cluster's API server reports (`/version`, readable without
 credentials; the join itself still checks the server against the CA hash).
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import yaml
 
 WAIT = 600.0
+RELEASE_PATH = "/etc/kubernetes/teapot/kubernetes-version"  # written by Teapot's user data
 
 
 def releases() -> dict[str, Path]:
@@ -70,11 +72,20 @@ def wanted_version(docs: list[dict]) -> str | None:
     return None
 
 
+def provisioned_release() -> str | None:
+    """The release Teapot provisioned the host for (a real host's image carries only that one)."""
+    try:
+        return Path(RELEASE_PATH).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def main(argv: list[str]) -> None:
     carried = releases()
     if not carried:
         raise SystemExit("kubeadm: this host's image carries no Kubernetes release")
-    version = wanted_version(_config(argv)) if argv[:1] in (["init"], ["join"]) else None
+    version = (provisioned_release() or wanted_version(_config(argv))) \
+        if argv[:1] in (["init"], ["join"]) else None
     tag = version if version in carried else sorted(carried)[-1]
     if version and version not in carried:
         raise SystemExit(f"kubeadm: this host's image carries Kubernetes "

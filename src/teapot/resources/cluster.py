@@ -44,6 +44,7 @@ class HostView:
     on_network: bool = True  # its switch port is on the cluster's tenant VLAN (or it has none)
     port_error: str = ""
     waiting: str = ""  # a dependency its provisioner waits for ("waiting for Ironic: ...")
+    release: str = ""  # the template and Kubernetes release it was provisioned with ("" none)
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,24 @@ class ClusterView:
     # or is gone, is replaced; never more than max_unhealthy of a node group at once.
     auto_healing: bool = False
     max_unhealthy: int = 1
+    # A rolling upgrade (see `_upgrade`): the release every host should run, hosts that found
+    # no free host to surge onto (replaced in place), replaced hosts on their way back to the
+    # pool, and replacements that failed and were redone once since the upgrade was (re)started.
+    release: str = ""
+    upgrading: bool = False
+    in_place: tuple[str, ...] = ()
+    leaving: tuple[str, ...] = ()
+    redone: tuple[str, ...] = ()
 
 
 # -- steps ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Claim:
-    """Claim this many more free hosts per node group, all or none."""
+    """Claim this many more free hosts per node group, all or none. `surge`: the host an
+    upgrade replaces with the one claimed (none free: it is replaced in place)."""
 
     counts: dict[str, int]
+    surge: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,13 +190,32 @@ class HoldHealing:
 
 
 @dataclass(frozen=True)
+class Retire:
+    """An upgrade's next host leaves once the hosts already on the new release are Nodes that are
+    Ready and at least `nodes` Nodes are: drained, then deprovisioned; kept to be provisioned
+    again (`in_place`) or given back to the pool (its replacement surged in)."""
+
+    host: str
+    nodes: int
+    ready: tuple[str, ...]
+    in_place: bool
+
+
+@dataclass(frozen=True)
+class Redo:
+    """A replacement that failed during an upgrade is deprovisioned and provisioned once more."""
+
+    host: str
+
+
+@dataclass(frozen=True)
 class Gone:
     pass
 
 
 Step = (Claim | Provision | Deprovision | Release | Wait | Verify | Settle | MakeCredentials
         | PushCredentials | DeleteCredentials | EnsureEndpoint | RemoveEndpoint | Heal
-        | HoldHealing | Gone)
+        | HoldHealing | Retire | Redo | Gone)
 
 
 def _credentials(view: ClusterView) -> Step | None:
@@ -250,13 +280,17 @@ def plan(view: ClusterView) -> Step:
     if credentials is not None:
         return credentials
     endpoint = EnsureEndpoint() if view.endpoint_wanted and not view.endpoint_ready else None
+    leaving = [h for h in view.hosts if h.name in view.leaving]
     if view.status not in IN_PROGRESS:
+        if leaving:  # an upgrade that stopped: what it replaced still goes back
+            return _give_back(leaving) or Wait("releasing replaced hosts")
         if endpoint is not None and view.hosts:
             return endpoint
         healing = _healing(view, groups) if view.status in HEALTHY_SETTLED else None
         return healing or Wait("settled")
 
-    surplus = _surplus(view, groups)
+    # an upgrade's surge host is the one surplus host of its group until the old one retires
+    surplus = leaving if view.upgrading else _surplus(view, groups)
     if surplus:
         return _give_back(surplus) or Wait("releasing hosts")
     shortage = {ng.name: ng.node_count - len(groups.get(ng.name, [])) for ng in view.nodegroups}
@@ -266,21 +300,70 @@ def plan(view: ClusterView) -> Step:
     failing = [h for h in view.hosts if h.error_count >= HOST_ERRORS_BEFORE_FAILING]
     if failing:
         h = failing[0]
-        return Settle(FAILED[view.status], f"host {h.name} failed: {h.error_message}", healthy=False)
+        if view.upgrading and h.release == view.release and h.name not in view.redone:
+            return Redo(h.name)
+        step = f"upgrade stopped at host {h.name}: it failed: " if view.upgrading \
+            else f"host {h.name} failed: "
+        return Settle(FAILED[view.status], step + h.error_message, healthy=False)
     if endpoint is not None:  # the hosts' user data names it
         return endpoint
-    unprovisioned = tuple(h.name for h in view.hosts if not h.has_image)
+    unprovisioned = [h for h in view.hosts if not h.has_image]
+    cleaning = [h.name for h in unprovisioned if view.upgrading and h.state != "available"]
+    if cleaning:  # replaced in place: provisioned again once cleaned
+        return Wait(f"upgrading: cleaning {', '.join(sorted(cleaning))}{_held_by(view.hosts)}")
     if unprovisioned:
-        return Provision(unprovisioned)
+        return Provision(tuple(h.name for h in unprovisioned))
     held = _held_by(view.hosts)
     waiting = [h.name for h in view.hosts if h.state != "provisioned"]
     if waiting:
-        return Wait(f"provisioning {len(waiting)} host(s){held}")
+        verb = "upgrading: provisioning" if view.upgrading else "provisioning"
+        return Wait(f"{verb} {len(waiting)} host(s){held}")
     # Provisioned hosts join the project's network before the cluster is declared complete.
     moving = [h for h in view.hosts if not h.on_network]
     if moving:
         return Wait(f"moving {len(moving)} host(s) to the tenant network{held}")
+    if view.upgrading:
+        upgrade = _upgrade(view, groups)
+        if upgrade is not None:
+            return upgrade
     return Verify(len(view.hosts))
+
+
+def upgrade_order(view: ClusterView) -> list[HostView]:
+    """The hosts in the order an upgrade replaces them: masters first, then each worker node
+    group in turn, by name (workers are never newer than masters)."""
+    role = {ng.name: ng.role for ng in view.nodegroups}
+    return sorted(view.hosts, key=lambda h: (role.get(h.nodegroup) != ROLE_MASTER, h.nodegroup,
+                                             h.name))
+
+
+def _upgrade(view: ClusterView, groups: dict[str, list[HostView]]) -> Step | None:
+    """The next step of a rolling upgrade, every host provisioned: the first host not on the new
+    release is replaced by a free host of its class (surge: claimed, provisioned, joined, then
+    the old one retires), or, when none is free, in place (retired, cleaned, provisioned again)
+    as Metal3's maxSurge 0 does. Masters are replaced only by surge: a master replaced in place
+    would leave its etcd member behind. None: every host is on the new release."""
+    outdated = [h for h in upgrade_order(view) if h.release != view.release]
+    if not outdated:
+        return None
+    host = outdated[0]
+    group = next((ng for ng in view.nodegroups if ng.name == host.nodegroup), None)
+    members = groups.get(host.nodegroup, [])
+    current = tuple(sorted(h.name for h in view.hosts if h.release == view.release))
+    if group is None or len(members) > group.node_count:  # its replacement has joined
+        return Retire(host.name, len(view.hosts) - 1, current, in_place=False)
+    if group.role == ROLE_MASTER and not view.endpoint_held:
+        return Settle(UPDATE_FAILED, f"upgrade stopped at master {host.name}: the cluster's API "
+                                     f"endpoint is this master's own address (the cloud gave it "
+                                     f"no load balancer), so no master can be replaced",
+                      healthy=False)
+    if host.name not in view.in_place:
+        return Claim({group.name: 1}, surge=host.name)
+    if group.role == ROLE_MASTER:
+        return Settle(UPDATE_FAILED, f"upgrade stopped at master {host.name}: no free host of "
+                                     f"its class to replace it with (a master is never replaced "
+                                     f"in place); free one and upgrade again", healthy=False)
+    return Retire(host.name, len(view.hosts) - 1, current, in_place=True)
 
 
 def unhealthy(host: HostView) -> bool:

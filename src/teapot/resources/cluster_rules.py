@@ -92,3 +92,25 @@ def auto_healing(labels: Mapping[str, str] | None) -> tuple[bool, int]:
         raise ValidationError(f"labels.{MAX_UNHEALTHY}",
                               f"must be a whole number of hosts from 0 to 1000, not {raw!r}")
     return value in _TRUE, int(raw)
+
+
+def _release(version: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(p.split("-")[0].split("+")[0]) for p in
+                           version.removeprefix("v").split(".")[:3])
+    return major, minor, patch
+
+
+def check_upgrade(current: str, target: str, back_to: str | None = None) -> None:
+    """Kubernetes' version skew rules for moving a cluster from `current` to `target`: one minor
+    release at a time (kubeadm upgrades no further), and never backwards, except back to
+    `back_to`, the release the cluster ran before (a rollback, as Magnum's upgrade to the previous
+    template is). Workers are never newer than masters: an upgrade replaces masters first."""
+    old, new = _release(current), _release(target)
+    if new[:2] > (old[0], old[1] + 1):
+        raise ValidationError("cluster_template", f"the cluster runs Kubernetes {current}; "
+                                                  f"{target} skips a minor release (upgrade to "
+                                                  f"v{old[0]}.{old[1] + 1} first)")
+    if new < old and target != back_to:
+        allowed = f" (only back to {back_to}, which it ran before)" if back_to else ""
+        raise ValidationError("cluster_template", f"the cluster runs Kubernetes {current}; it "
+                                                  f"does not go back to {target}{allowed}")

@@ -496,23 +496,56 @@ def resize_cluster(request: Request) -> Response:
 
 
 def upgrade_cluster(request: Request) -> Response:
+    """Move the cluster to another template (its image and Kubernetes release): the conductor
+    replaces its hosts one at a time, masters first. The same call on a cluster whose upgrade
+    stopped resumes it; one naming the template it came from rolls it back."""
     project = _scope(request)
     spec = body(request)
     with _sm(request).begin() as session:
         row = _cluster(session, request, project, "container-infra:cluster:update")
         _busy(row)
+        if row.status == csm.CREATE_FAILED:
+            raise APIError(409, f"cluster {row.name} failed to be created: delete it")
+        if spec.get("nodegroup"):
+            raise ValidationError("nodegroup", "Teapot upgrades a whole cluster, masters first "
+                                               "(workers are never newer than masters): leave "
+                                               "nodegroup out")
         try:
             template = cdb.get_template(session, spec["cluster_template"], project)
         except NotFound:
             raise ValidationError("cluster_template", "no such cluster template") from None
-        row.cluster_template_id = template.uuid
         attrs = copy.deepcopy(row.attrs)
-        attrs["coe_version"] = cluster_rules.kubernetes_version(
+        current = {"template": row.cluster_template_id,
+                   "version": attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION}
+        version = cluster_rules.kubernetes_version(
             template.attrs.get("labels"), _served(request), "cluster_template",
-            template=template.name, default=attrs.get("coe_version"))
+            template=template.name, default=current["version"])
+        upgrade = attrs.get("upgrade")
+        target = {"template": template.uuid, "version": version}
+        if upgrade and target == current:  # resumed: what failed is tried once more
+            upgrade.update(in_place=[], redone=[], resumed_at=time.time())
+            reason = f"upgrading to template {template.name} (Kubernetes {version}): resumed"
+        else:
+            if target == current:
+                raise ValidationError("cluster_template", f"cluster {row.name} already runs "
+                                                          f"template {template.name} (Kubernetes "
+                                                          f"{version})")
+            if not attrs.get("endpoint"):
+                raise ValidationError("cluster_template", f"cluster {row.name} has no load "
+                                                          "balancer in front of its API servers: "
+                                                          "its masters cannot be replaced")
+            # back to where an unfinished upgrade began, or where the last one began
+            before = (upgrade or {}).get("from") or attrs.get("previous") or {}
+            cluster_rules.check_upgrade(current["version"], version,
+                                        before.get("version") if before.get("template")
+                                        == template.uuid else None)
+            upgrade = {"from": current, "to": target, "started_at": time.time()}
+            attrs["previous"] = current
+            reason = f"upgrading to template {template.name} (Kubernetes {version})"
+        attrs.update(upgrade=upgrade, coe_version=version)
+        row.cluster_template_id = template.uuid
         row.attrs = attrs
-        _touch(row, csm.UPDATE_COMPLETE, f"now on template {template.name}; hosts are re-provisioned "
-                                         "with it when they are replaced")
+        _touch(row, csm.UPDATE_IN_PROGRESS, reason)
     return _respond(request, {"uuid": row.uuid}, 202)
 
 

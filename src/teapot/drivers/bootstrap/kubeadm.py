@@ -27,6 +27,9 @@ PKI_DIR = "/etc/kubernetes/pki"
 CA_CERT_PATH = f"{PKI_DIR}/ca.crt"
 CA_KEY_PATH = f"{PKI_DIR}/ca.key"
 KUBEADM_CONFIG_PATH = "/etc/kubernetes/kubeadm.yaml"
+# The release the host was provisioned for (its image carries that kubeadm and kubelet); what a
+# box's emulated host, whose image carries every release, picks its kubeadm by.
+RELEASE_PATH = "/etc/kubernetes/teapot/kubernetes-version"
 ADDONS_PATH = "/etc/kubernetes/teapot/addons.yaml"
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 
@@ -70,6 +73,9 @@ class NodeConfig:
     # Further names and addresses the API server's certificate carries (a public VIP in front of
     # the control-plane endpoint).
     cert_sans: tuple[str, ...] = ()
+    # A control-plane host that replaces another (a rolling upgrade): once joined, it removes the
+    # old host's etcd member, so that the control plane keeps its quorum when the old one leaves.
+    replaces: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -104,6 +110,8 @@ class NodeConfig:
                     ipaddress.ip_network(cidr.strip())
             except ValueError as exc:
                 raise ValueError(f"{name} {value!r} is not a network (CIDR)") from exc
+        if self.replaces and (self.role != "control-plane" or not _NODE_NAME_RE.match(self.replaces)):
+            raise ValueError("only a control-plane host replaces another, named by its node name")
         if self.addons and self.role != "init":
             raise ValueError("only the first control-plane host (role init) applies add-ons")
         if isinstance(self.ssh_authorized_keys, str):
@@ -187,7 +195,10 @@ def user_data(node: NodeConfig) -> str:
             "0600",
         )
     )
+    files.append(_file(RELEASE_PATH, node.kubernetes_version + "\n", "0644"))
     runcmd: list[Any] = [kubeadm_command(node)]
+    if node.replaces:
+        runcmd.append(["python3", "-c", _REMOVE_ETCD_MEMBER, node.replaces])
     if node.addons:
         # 0600: the add-ons hold the cluster's storage credentials. Applied once the apiserver
         # answers (retried for up to ten minutes), server-side so a later apply updates them.
@@ -204,6 +215,25 @@ def user_data(node: NodeConfig) -> str:
     if node.ssh_authorized_keys:
         config["ssh_authorized_keys"] = list(node.ssh_authorized_keys)
     return _HEADER + yaml.safe_dump(config, default_flow_style=False, sort_keys=False)
+
+
+# Run on a control-plane host once it has joined: removes the named member from etcd, through the
+# local etcd's JSON gateway, with the API server's etcd client certificate.
+_REMOVE_ETCD_MEMBER = """\
+import json, ssl, sys, urllib.request
+pki = "/etc/kubernetes/pki/"
+context = ssl.create_default_context(cafile=pki + "etcd/ca.crt")
+context.load_cert_chain(pki + "apiserver-etcd-client.crt", pki + "apiserver-etcd-client.key")
+def call(verb, body):
+    request = urllib.request.Request("https://127.0.0.1:2379/v3/cluster/member/" + verb,
+                                     data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+        return json.load(answer)
+for member in call("list", {}).get("members", []):
+    if member.get("name") == sys.argv[1]:
+        call("remove", {"ID": member["ID"]})
+        print("etcd member", sys.argv[1], "removed")
+"""
 
 
 def _file(path: str, content: bytes | str, permissions: str) -> dict[str, str]:

@@ -8,8 +8,10 @@ from teapot import pki
 from teapot.drivers.bootstrap.workload import admin_client
 
 
-def check(ca: pki.CA, api_address: str, nodes: int, timeout: float = 5.0) -> tuple[bool, str]:
-    """(ready, why). Uses a short-lived admin certificate signed by the cluster's CA."""
+def check(ca: pki.CA, api_address: str, nodes: int, timeout: float = 5.0,
+          require: tuple[str, ...] = ()) -> tuple[bool, str]:
+    """(ready, why): at least `nodes` Nodes are Ready, and those named in `require` among them.
+    Uses a short-lived admin certificate signed by the cluster's CA."""
     try:
         with admin_client(ca, "teapot-readiness", timeout) as client:
             ready = client.get(f"{api_address}/readyz")
@@ -24,8 +26,13 @@ def check(ca: pki.CA, api_address: str, nodes: int, timeout: float = 5.0) -> tup
     except ValueError:
         return False, "the node list is not JSON"
     items = body.get("items", []) if isinstance(body, dict) else []
-    joined = sum(1 for n in items if any(c.get("type") == "Ready" and c.get("status") == "True"
-                                         for c in n.get("status", {}).get("conditions", [])))
+    ready = {n.get("metadata", {}).get("name") for n in items
+             if any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in n.get("status", {}).get("conditions", []))}
+    joined = len(ready)
+    missing = sorted(set(require) - ready)
+    if missing:
+        return False, f"node(s) {', '.join(missing)} not ready"
     if joined < nodes:
         return False, f"{joined} of {nodes} nodes ready"
     return True, f"{joined} nodes ready"

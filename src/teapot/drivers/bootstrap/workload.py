@@ -108,3 +108,53 @@ def remove_nodes(client: httpx.Client, api_address: str, names: list[str]) -> li
             raise PushError(f"node {name}: apiserver unreachable: {e.__class__.__name__}") from None
         removed.append(name)
     return removed
+
+
+def prepare_join(client: httpx.Client, api_address: str, token: str, lifetime: float,
+                 version: str | None = None) -> None:
+    """Ready a running cluster for hosts that join it now: the join token made valid for
+    `lifetime` seconds more (kubeadm's lasts a day from `init`; a host replaced later would find it
+    gone), and, before the first host of a new release joins its control plane, the release its
+    kubeadm configuration names (what `kubeadm upgrade apply` writes; a control-plane host that
+    joins runs the release named there)."""
+    import datetime
+
+    base = api_address.rstrip("/")
+    token_id, secret = token.split(".", 1)
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=lifetime)
+    body = {"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+            "stringData": {"token-id": token_id, "token-secret": secret,
+                           "expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "usage-bootstrap-authentication": "true",
+                           "usage-bootstrap-signing": "true",
+                           "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token"}}
+    try:
+        answer = client.patch(f"{base}/api/v1/namespaces/kube-system/secrets/{body['metadata']['name']}",
+                              params={"fieldManager": FIELD_MANAGER, "force": "true"},
+                              headers={"Content-Type": APPLY}, content=json.dumps(body))
+        if answer.status_code not in (200, 201):
+            raise PushError(f"the join token: the apiserver answered {answer.status_code}")
+        if version is None:
+            return
+        url = f"{base}/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+        found = client.get(url)
+        if found.status_code != 200:
+            raise PushError(f"ConfigMap kube-system/kubeadm-config: the apiserver answered "
+                            f"{found.status_code}")
+        config_map = found.json()
+        configuration = yaml.safe_load(config_map["data"]["ClusterConfiguration"])
+        if configuration.get("kubernetesVersion") == version:
+            return
+        configuration["kubernetesVersion"] = version
+        config_map["data"]["ClusterConfiguration"] = yaml.safe_dump(configuration)
+        answer = client.put(url, content=json.dumps(config_map),
+                            headers={"Content-Type": "application/json"})
+        if answer.status_code != 200:
+            raise PushError(f"ConfigMap kube-system/kubeadm-config: the apiserver answered "
+                            f"{answer.status_code}")
+    except httpx.HTTPError as e:
+        raise PushError(f"apiserver unreachable: {e.__class__.__name__}") from None
+    except (KeyError, ValueError, yaml.YAMLError):
+        raise PushError("ConfigMap kube-system/kubeadm-config holds no ClusterConfiguration") \
+            from None
