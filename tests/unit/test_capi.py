@@ -577,3 +577,23 @@ def test_detach_removes_only_this_attachment():
         "name": name, "namespace": "some-other-namespace"}}])
     assert not capi.refers_to(elsewhere, attachment)
     assert capi.detach_interfaces(elsewhere, attachment) == elsewhere["spec"]["networkInterfaces"]
+
+
+def test_autoscaled_node_groups_carry_the_clusterapi_autoscalers_bounds_and_leave_it_replicas():
+    groups = _nodegroups()
+    groups[1].update(min_node_count=1, max_node_count=5)  # default-worker: bounded
+    scaled = _render(_cluster(labels={"auto_scaling_enabled": "true"}), groups)
+    deployments = {d["metadata"]["annotations"][capi.NODEGROUP_ANNOTATION]: d
+                   for d in _by_kind(scaled, "MachineDeployment")}
+    worker = deployments["default-worker"]
+    assert worker["metadata"]["annotations"][capi.AUTOSCALER_MIN] == "1"
+    assert worker["metadata"]["annotations"][capi.AUTOSCALER_MAX] == "5"
+    assert "replicas" not in worker["spec"]  # the autoscaler owns it
+    gpu = deployments["gpu-workers"]  # no maximum: not scaled
+    assert capi.AUTOSCALER_MAX not in gpu["metadata"]["annotations"]
+    assert gpu["spec"]["replicas"] == 1
+    # without the label, bounds are only what a resize keeps to
+    plain = _render(_cluster(), groups)
+    for deployment in _by_kind(plain, "MachineDeployment"):
+        assert capi.AUTOSCALER_MAX not in deployment["metadata"]["annotations"]
+        assert "replicas" in deployment["spec"]

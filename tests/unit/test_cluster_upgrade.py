@@ -101,3 +101,34 @@ def test_another_project_and_a_reader_cannot_upgrade(client, sm):
     assert _upgrade(client, cluster, new, who="rita").status_code == 403
     row = _row(sm, cluster)
     assert (row.status, row.cluster_template_id) == ("CREATE_COMPLETE", old)
+
+
+def test_the_autoscaling_labels_bound_the_default_worker_group_or_are_refused(client, sm):
+    _hostclass(client, sm)
+    template = _template(client, name="t", labels={"kube_tag": FIRST})["uuid"]
+
+    def create(node_count: int, **labels):
+        return call(client, "alice", "POST", "/v1/clusters", json={
+            "cluster_template_id": template, "node_count": node_count, "labels": labels,
+            "merge_labels": True})
+
+    _refused(create(1, auto_scaling_enabled="true"), "labels.max_node_count", "is needed")
+    _refused(create(1, auto_scaling_enabled="maybe"), "labels.auto_scaling_enabled")
+    _refused(create(1, max_node_count="two"), "labels.max_node_count", "whole number")
+    _refused(create(1, min_node_count="3", max_node_count="2"), "labels.min_node_count",
+             "more than max_node_count 2")
+    _refused(create(4, min_node_count="1", max_node_count="3"), "node_count",
+             "outside min_node_count 1 to max_node_count 3")
+    with sm() as session:
+        assert session.scalar(select(models.Cluster.id)) is None  # nothing half-made
+
+    made = create(2, auto_scaling_enabled="true", min_node_count="1", max_node_count="4")
+    assert made.status_code == 202, made.text
+    groups = call(client, "alice", "GET",
+                  f"/v1/clusters/{made.json()['uuid']}/nodegroups/default-worker").json()
+    assert (groups["min_node_count"], groups["max_node_count"]) == (1, 4)
+    # the autoscaler's resize keeps within them
+    uuid = made.json()["uuid"]
+    _set(sm, uuid, "CREATE_COMPLETE")
+    _refused(call(client, "alice", "POST", f"/v1/clusters/{uuid}/actions/resize",
+                  json={"node_count": 5}), "node_count")

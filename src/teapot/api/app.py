@@ -144,6 +144,7 @@ def build(conf: cfg.ConfigOpts, validator=None, identity=None) -> Starlette:
     app.state.base_url = _base_url
     app.state.max_limit = conf.api.max_limit
     app.state.kubernetes_versions = tuple(conf.clusters.kubernetes_versions)  # what kube_tag may be
+    app.state.cluster_driver = conf.clusters.driver  # hosts: Teapot replaces hosts in upgrades
     app.state.vlan_ranges = nsm.parse_ranges(conf.network.vlan_ranges)
     app.state.default_subnet = nsm.Subnet.parse(
         conf.network.default_cidr, dns_nameservers=conf.network.default_dns_nameservers)

@@ -252,7 +252,8 @@ class ClusterReconciler:
                 if current.generation != generation:
                     return True
                 address = observed.endpoint.rsplit(":", 1)[0] if observed.endpoint else None
-                current.attrs = {**current.attrs, "health_status": "HEALTHY",
+                attrs = {k: v for k, v in current.attrs.items() if k != "upgrade"}  # rolled
+                current.attrs = {**attrs, "health_status": "HEALTHY",
                                  "api_address": f"https://{observed.endpoint}" if address else None,
                                  "master_addresses": [address] if address else []}
                 current.status, current.status_reason = step.status, step.reason
@@ -286,7 +287,8 @@ class ClusterReconciler:
             {"uuid": row.uuid, "name": row.name, "project_id": row.project_id, "labels": labels,
              "keypair": row.attrs.get("keypair")},
             [{"name": g.name, "role": g.role, "node_count": g.node_count, "flavor_id": g.flavor_id,
-              "is_default": g.is_default} for g in groups],
+              "is_default": g.is_default, "min_node_count": g.min_node_count,
+              "max_node_count": g.max_node_count} for g in groups],
             classes, namespace=self.management.namespace,
             kubernetes_version=row.attrs.get("coe_version") or csm.DEFAULT_KUBERNETES_VERSION,
             image=template_image(template),

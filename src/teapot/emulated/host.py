@@ -127,7 +127,9 @@ class EmulatedHost:
     def argv(self, command: list[str]) -> list[str]:
         """`command` inside the host: its network namespace, a mount namespace with its disk's
         folders where a real host has them, and a UTS namespace with its host name."""
-        binds = "".join(f"mount --bind {shlex.quote(str(self.path(m)))} {m} && " for m in MOUNTS)
+        # the mount points, empty folders on this machine (a fresh one has none of them)
+        binds = f"mkdir -p {' '.join(MOUNTS)} && " + "".join(
+            f"mount --bind {shlex.quote(str(self.path(m)))} {m} && " for m in MOUNTS)
         hostname = shlex.quote(self.hostname)
         script = f"{binds}hostname {hostname} && exec \"$@\""
         return ["ip", "netns", "exec", self.namespace, "unshare", "--mount", "--uts",

@@ -114,3 +114,37 @@ def check_upgrade(current: str, target: str, back_to: str | None = None) -> None
         allowed = f" (only back to {back_to}, which it ran before)" if back_to else ""
         raise ValidationError("cluster_template", f"the cluster runs Kubernetes {current}; it "
                                                   f"does not go back to {target}{allowed}")
+
+
+AUTO_SCALING = "auto_scaling_enabled"
+MIN_NODES, MAX_NODES = "min_node_count", "max_node_count"
+
+
+def _count_label(labels: Mapping[str, str], name: str) -> int | None:
+    raw = labels.get(name)
+    if raw is None or str(raw).strip() == "":
+        return None
+    raw = str(raw).strip()
+    if not raw.isdigit() or int(raw) > 100000:
+        raise ValidationError(f"labels.{name}", f"must be a whole number of hosts, not {raw!r}")
+    return int(raw)
+
+
+def auto_scaling(labels: Mapping[str, str] | None, node_count: int) -> tuple[bool, int, int | None]:
+    """(enabled, min, max) of a new cluster's default worker node group, from Magnum's labels
+    auto_scaling_enabled, min_node_count and max_node_count: the bounds a resize keeps to and
+    the cluster autoscaler scales within. Autoscaling needs a maximum; node_count lies within."""
+    labels = labels or {}
+    value = str(labels.get(AUTO_SCALING, "false")).strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValidationError(f"labels.{AUTO_SCALING}", f"must be true or false, not {value!r}")
+    low, high = _count_label(labels, MIN_NODES), _count_label(labels, MAX_NODES)
+    if value in _TRUE and high is None:
+        raise ValidationError(f"labels.{MAX_NODES}", f"is needed when {AUTO_SCALING} is true: "
+                                                     "the most hosts the autoscaler may add")
+    if high is not None and (low or 0) > high:
+        raise ValidationError(f"labels.{MIN_NODES}", f"{low} is more than {MAX_NODES} {high}")
+    if not (low or 0) <= node_count <= (high if high is not None else node_count):
+        raise ValidationError("node_count", f"{node_count} is outside {MIN_NODES} {low or 0} to "
+                                            f"{MAX_NODES} {high}")
+    return value in _TRUE, low or 0, high

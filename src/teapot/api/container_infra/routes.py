@@ -377,6 +377,7 @@ def create_cluster(request: Request) -> Response:
                                                              t.get("fixed_network")))
         kinds = storage.wanted(labels)
         cluster_rules.auto_healing(labels)  # refused now, naming the label, if it is not one
+        _, low, high = cluster_rules.auto_scaling(labels, workers)
         ca = pki.new_ca(f"{name} CA")
         secrets = {"bootstrap_token": pki.bootstrap_token(), "certificate_key": pki.certificate_key()}
         cluster_uuid = str(uuidlib.uuid4())
@@ -402,10 +403,12 @@ def create_cluster(request: Request) -> Response:
             ca_key=fernet.encrypt(ca.key_pem), secrets=fernet.encrypt(json.dumps(secrets).encode()),
             deleting=False, generation=1, next_attempt_at=0.0, lease_expires_at=0.0, created_at=now,
             network_uuid=network.uuid if network is not None else None))
-        for ng_name, role, count, ng_flavor in (("default-master", "master", masters, master_flavor),
-                                                ("default-worker", "worker", workers, flavor)):
+        for ng_name, role, count, ng_flavor, bounds in (
+                ("default-master", "master", masters, master_flavor, (0, None)),
+                ("default-worker", "worker", workers, flavor, (low, high))):
             session.add(NodeGroup(uuid=str(uuidlib.uuid4()), name=ng_name, cluster_uuid=cluster_uuid,
                                   project_id=project, role=role, flavor_id=ng_flavor,
+                                  min_node_count=bounds[0], max_node_count=bounds[1],
                                   image_id=t.get("image_id"), node_count=count, is_default=True,
                                   labels=labels, status=csm.CREATE_IN_PROGRESS, nodes_to_remove=[],
                                   created_at=now))
@@ -530,7 +533,8 @@ def upgrade_cluster(request: Request) -> Response:
                 raise ValidationError("cluster_template", f"cluster {row.name} already runs "
                                                           f"template {template.name} (Kubernetes "
                                                           f"{version})")
-            if not attrs.get("endpoint"):
+            # Cluster API rolls its machines itself; Teapot replaces masters behind their endpoint
+            if request.app.state.cluster_driver == "hosts" and not attrs.get("endpoint"):
                 raise ValidationError("cluster_template", f"cluster {row.name} has no load "
                                                           "balancer in front of its API servers: "
                                                           "its masters cannot be replaced")

@@ -45,6 +45,9 @@ DEPLOYMENT_NAME_LABEL = "cluster.x-k8s.io/deployment-name"
 PROJECT_ID_LABEL = "teapot.openstack.org/project-id"
 CLUSTER_UUID_LABEL = "teapot.openstack.org/cluster-uuid"
 NODEGROUP_ANNOTATION = "teapot.openstack.org/nodegroup"
+# The clusterapi cluster-autoscaler scales a MachineDeployment within these.
+AUTOSCALER_MIN = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size"
+AUTOSCALER_MAX = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size"
 NETWORK_UUID_LABEL = "teapot.openstack.org/network-uuid"
 NETWORK_NAME_ANNOTATION = "teapot.openstack.org/network-name"
 
@@ -354,6 +357,11 @@ def render(
             out["annotations"] = {NODEGROUP_ANNOTATION: nodegroup["name"]}
         return out
 
+    def scaled(nodegroup: dict) -> bool:
+        """Autoscaled (label auto_scaling_enabled): a worker node group with a maximum."""
+        return str(magnum_labels.get("auto_scaling_enabled", "")).lower() in ("true", "1", "yes") \
+            and nodegroup.get("max_node_count") is not None
+
     def ref(api_version: str, kind: str, name: str) -> dict:
         return {"apiGroup": _group(api_version), "kind": kind, "name": name}
 
@@ -469,7 +477,7 @@ def render(
             "metadata": meta(name, nodegroup),
             "spec": {
                 "clusterName": cluster_name,
-                "replicas": _count(nodegroup),
+                **({} if scaled(nodegroup) else {"replicas": _count(nodegroup)}),
                 "selector": {"matchLabels": dict(selector)},
                 "template": {
                     "metadata": {"labels": {**labels, **selector}},
@@ -486,6 +494,10 @@ def render(
                 },
             },
         }
+        if scaled(nodegroup):  # the clusterapi autoscaler's bounds; it owns the replicas
+            deployment["metadata"]["annotations"].update({
+                AUTOSCALER_MIN: str(nodegroup.get("min_node_count") or 0),
+                AUTOSCALER_MAX: str(nodegroup["max_node_count"])})
         objects += [infra, bootstrap, deployment]
     if addons:
         addons_name = f"{cluster_name}-addons"
