@@ -490,6 +490,15 @@ def test_an_upgrade_replaces_every_host_masters_first_and_keeps_the_clusters_dat
     assert version["serverVersion"]["gitVersion"] == newer
     nodes = _nodes(c)
     assert sorted(nodes) == hosts and set(nodes.values()) == {"True"}, nodes
+    kubelets = kubectl(c["kubeconfig"], "get", "nodes", "-o",
+                       "jsonpath={.items[*].status.nodeInfo.kubeletVersion}").stdout.split()
+    assert kubelets == [newer] * len(hosts), kubelets
+    # one etcd member per master: the old master's went with it
+    etcd = kubectl(c["kubeconfig"], "get", "pods", "-n", "kube-system", "-l", "component=etcd",
+                   "-o", "jsonpath={.items[*].spec.nodeName}").stdout.split()
+    masters = [h for h in hosts if apis["admin"]("GET", f"/v1/hosts/{h}")["network"]["address"]
+               in shown["master_addresses"]]
+    assert etcd == masters, (etcd, masters)
     kept = kubectl(c["kubeconfig"], "get", "configmap", "before-upgrade",
                    "-o", "jsonpath={.data.kept}").stdout
     assert kept == "yes"

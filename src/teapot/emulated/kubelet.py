@@ -15,8 +15,9 @@ of the host (inside its network and mount namespaces, as `hostNetwork` pods are)
 - it runs every manifest of `staticPodPath`: each container's command is the program of the same
   name from the image's release (`registry.k8s.io/kube-apiserver:v1.36.3` → the kube-apiserver built
   for v1.36.3), restarted with backoff when it exits, stopped when its manifest goes;
-- it registers the host's Node (its name, the labels a kubelet sets, the host's address), reports
-  it Ready, and renews its Lease in `kube-node-lease` every 10 s: stop the host and the Node turns
+- it registers the host's Node (its name, the labels a kubelet sets, the host's address, the
+  release the host was provisioned with), posts the static pods' mirror pods (kubeadm finds the
+  etcd members by them when a control-plane host joins), reports it Ready, and renews its Lease in `kube-node-lease` every 10 s: stop the host and the Node turns
   NotReady when the node controller sees the Lease expire;
 - it answers `/healthz` where the configuration says (kubeadm waits for it).
 
@@ -56,6 +57,7 @@ LOG = logging.getLogger("teapot.kubelet")
 CONFIG = Path("/var/lib/kubelet/config.yaml")
 KUBECONFIG = Path("/etc/kubernetes/kubelet.conf")
 BOOTSTRAP_KUBECONFIG = Path("/etc/kubernetes/bootstrap-kubelet.conf")
+RELEASE_PATH = Path("/etc/kubernetes/teapot/kubernetes-version")  # Teapot's user data writes it
 FLAGS = Path("/var/lib/kubelet/kubeadm-flags.env")
 CLIENT_PEM = Path("/var/lib/kubelet/pki/kubelet-client-current.pem")
 SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
@@ -218,6 +220,7 @@ class StaticPods:
         self.containers: dict[str, Container] = {}
         self._seen: list[tuple] = []
         self._wanted: dict[str, Container] = {}
+        self.pods: dict[str, tuple[dict, str]] = {}  # manifest's pod name → (pod, its hash)
 
     def program(self, image: str, command: str) -> str:
         repository, _, tag = image.rpartition(":")
@@ -235,11 +238,13 @@ class StaticPods:
         seen = [(m.name, m.stat().st_mtime_ns, m.stat().st_size) for m in manifests]
         if seen == self._seen:
             return self._wanted
-        out = {}
+        out, pods = {}, {}
         for manifest in manifests:
             try:
-                pod = yaml.safe_load(manifest.read_text())
+                text = manifest.read_text()
+                pod = yaml.safe_load(text)
                 name = pod["metadata"]["name"]
+                pods[name] = (pod, hashlib.sha256(text.encode()).hexdigest()[:32])
                 for c in pod["spec"]["containers"]:
                     argv = [self.program(c["image"], c["command"][0]), *c["command"][1:],
                             *c.get("args", [])]
@@ -249,7 +254,7 @@ class StaticPods:
                     out[key] = Container(name, c["name"], argv, env, digest)
             except (KubeletError, KeyError, TypeError, IndexError, yaml.YAMLError) as e:
                 LOG.error("static pod %s: %s", manifest.name, e)
-        self._seen, self._wanted = seen, out
+        self._seen, self._wanted, self.pods = seen, out, pods
         return out
 
     def sync(self) -> None:
@@ -310,7 +315,9 @@ class Node:
     def __init__(self, api: Api, name: str, labels: dict[str, str]):
         self.api, self.name, self.labels = api, name, labels
         self.version = ""
+        self.uid = ""
         self.last_status = 0.0
+        self.mirrored: dict[str, tuple[str, str]] = {}  # pod name → (namespace, hash)
 
     def _address(self) -> str:
         host = self.api.server.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
@@ -320,9 +327,11 @@ class Node:
 
     def register(self) -> None:
         """Create the Node (as the kubelet does, one that exists already is kept)."""
-        self.version = self.api.call("GET", "/version").get("gitVersion", "")
+        # the release the host was provisioned with (its kubelet's), else the API server's
+        self.version = provisioned_release() or \
+            self.api.call("GET", "/version").get("gitVersion", "")
         try:
-            self.api.call("POST", "/api/v1/nodes", {
+            made = self.api.call("POST", "/api/v1/nodes", {
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.name, "labels": {
                     "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
@@ -335,7 +344,46 @@ class Node:
         except ApiStatus as e:
             if e.code != 409:
                 raise
+            made = self.api.call("GET", f"/api/v1/nodes/{self.name}")
+        self.uid = made["metadata"]["uid"]
         self.report()
+
+    def mirror(self, pods: dict[str, tuple[dict, str]]) -> None:
+        """The static pods' mirror pods, as the kubelet posts them (owned by the Node, so that
+        they go with it): `kubeadm join --control-plane` finds the etcd members by theirs."""
+        for name, (pod, digest) in pods.items():
+            if self.mirrored.get(name, ("", ""))[1] == digest:
+                continue
+            meta = pod.get("metadata") or {}
+            namespace = meta.get("namespace") or "default"
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": f"{name}-{self.name}", "namespace": namespace,
+                "labels": meta.get("labels") or {},
+                "annotations": {**(meta.get("annotations") or {}),
+                                "kubernetes.io/config.mirror": digest,
+                                "kubernetes.io/config.hash": digest,
+                                "kubernetes.io/config.source": "file"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.name,
+                                     "uid": self.uid, "controller": True}]},
+                "spec": {**pod["spec"], "nodeName": self.name}}
+            path = f"/api/v1/namespaces/{namespace}/pods"
+            try:
+                self.api.call("POST", path, body)
+            except ApiStatus as e:
+                if e.code != 409:
+                    raise
+                # one of an earlier manifest (or an earlier run of this kubelet): made again
+                self.api.call("DELETE", f"{path}/{name}-{self.name}?gracePeriodSeconds=0")
+                self.api.call("POST", path, body)
+            self.mirrored[name] = (namespace, digest)
+        for name in [n for n in self.mirrored if n not in pods]:
+            namespace, _ = self.mirrored.pop(name)
+            try:
+                self.api.call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}-{self.name}"
+                                        "?gracePeriodSeconds=0")
+            except ApiStatus as e:
+                if e.code != 404:
+                    raise
 
     def report(self) -> None:
         now = _now_seconds()
@@ -425,6 +473,14 @@ def serve_healthz(address: str, port: int) -> http.server.HTTPServer:
 
 
 # -- the loop --------------------------------------------------------------------------------------
+def provisioned_release() -> str | None:
+    """The release Teapot's user data says the host was provisioned with."""
+    try:
+        return RELEASE_PATH.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def node_name(default: str) -> str:
     """--hostname-override from kubeadm's flags file, else the host's name."""
     if FLAGS.exists():
@@ -463,6 +519,7 @@ def run(hostname: str, images: dict[str, Path], logs: Path, labels: dict[str, st
                 elif time.monotonic() >= next_renew:
                     node.renew()
                     next_renew = time.monotonic() + RENEW_EVERY
+                    node.mirror(pods.pods)
             except (KubeletError, OSError, KeyError, ValueError, StopIteration) as e:
                 LOG.info("API server: %s", e)
                 stop.wait(2.0)
