@@ -47,7 +47,7 @@ up: install
 
 test: install
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=30 tests
 
 lint: install
 	$(BIN)/ruff check src tests bench

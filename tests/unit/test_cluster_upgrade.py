@@ -2,7 +2,8 @@
 `cluster_template`), the cluster UPDATE_IN_PROGRESS with what it moves from and to, the same call
 resuming an upgrade that stopped, a rollback to where it came from; another project's cluster is
 not found and a reader may not upgrade. The conductor's part is in test_cluster_state_machine
-(the plan) and tests/integration/test_tenant_kubernetes (real hosts, real Kubernetes)."""
+(the plan) and tests/integration/test_tenant_kubernetes (real hosts, real Kubernetes). Also the
+autoscaling labels, which bound the default worker node group that a resize keeps within."""
 
 from __future__ import annotations
 

@@ -467,3 +467,54 @@ def test_read_nodes_before_ironic_made_its_tables(tmp_path):
     database = tmp_path / "ironic.sqlite"
     sqlite3.connect(database).close()
     assert agent.read_nodes(database) == {}
+
+
+class _RecordingApi:
+    """An API server that records calls and says 409 for a pod it already holds."""
+
+    def __init__(self):
+        self.calls, self.pods = [], set()
+
+    def call(self, method, path, body=None, content_type="application/json"):
+        self.calls.append((method, path.split("?")[0], body))
+        if method == "POST" and path.endswith("/pods"):
+            name = body["metadata"]["name"]
+            if name in self.pods:
+                raise kubelet.ApiStatus(409, "exists")
+            self.pods.add(name)
+        if method == "DELETE":
+            self.pods.discard(path.split("?")[0].rsplit("/", 1)[1])
+        return {}
+
+
+def test_static_pods_get_mirror_pods_owned_by_the_node_and_follow_their_manifests():
+    api = _RecordingApi()
+    node = kubelet.Node(api, "host-4", {})
+    node.uid = "uid-4"
+    etcd = {"metadata": {"name": "etcd", "namespace": "kube-system",
+                         "labels": {"component": "etcd", "tier": "control-plane"},
+                         "annotations": {"kubeadm.kubernetes.io/etcd.advertise-client-urls":
+                                         "https://10.20.0.4:2379"}},
+            "spec": {"hostNetwork": True, "containers": [{"name": "etcd", "image": "e:1"}]}}
+    node.mirror({"etcd": (etcd, "h1")})
+    (method, path, body), = api.calls
+    assert (method, path) == ("POST", "/api/v1/namespaces/kube-system/pods")
+    assert body["metadata"]["name"] == "etcd-host-4" and body["spec"]["nodeName"] == "host-4"
+    assert body["metadata"]["labels"] == {"component": "etcd", "tier": "control-plane"}
+    annotations = body["metadata"]["annotations"]
+    assert annotations["kubernetes.io/config.mirror"] == "h1"
+    assert annotations["kubeadm.kubernetes.io/etcd.advertise-client-urls"] == \
+        "https://10.20.0.4:2379"
+    assert body["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Node", "name": "host-4", "uid": "uid-4", "controller": True}]
+
+    node.mirror({"etcd": (etcd, "h1")})  # unchanged: nothing sent
+    assert len(api.calls) == 1
+    node.mirror({"etcd": (etcd, "h2")})  # changed: made again
+    assert [(m, p) for m, p, _ in api.calls[1:]] == [
+        ("POST", "/api/v1/namespaces/kube-system/pods"),
+        ("DELETE", "/api/v1/namespaces/kube-system/pods/etcd-host-4"),
+        ("POST", "/api/v1/namespaces/kube-system/pods")]
+    node.mirror({})  # its manifest gone: so is the mirror pod
+    assert api.calls[-1][:2] == ("DELETE", "/api/v1/namespaces/kube-system/pods/etcd-host-4")
+    assert api.pods == set()
