@@ -1,7 +1,8 @@
 """Real Kubernetes on the box's emulated hosts: the build step's cost, a cluster's time to Ready and
 its control plane's footprint.
 
-    .venv/bin/python bench/tenant_kubernetes.py [--cold] [--idle 60] [--port-base B] [--keep] [--echo]
+    .venv/bin/python bench/tenant_kubernetes.py [--cold] [--idle 60] [--upgrade] [--port-base B]
+                                                [--keep] [--echo]
 
 (a) `make install`'s Kubernetes step (`python -m teapot.releases`) when every release is built
     already: wall seconds (median of 5). With `--cold`, also a cold build of one release
@@ -19,6 +20,10 @@ its control plane's footprint.
     kube-controller-manager, kube-scheduler, the stand-in kubelet), found with `ip netns pids`
     and read from /proc: when both Nodes are Ready, and again `--idle` seconds later (nothing polls
     the cluster meanwhile), which gives CPU-seconds per minute idle.
+(d) With `--upgrade` (a box of 3 hosts): the cluster upgraded to a template of v1.37.2, each host
+    surged (the master onto the free host, the worker onto the old master once it is clean): the
+    seconds from the POST to UPDATE_COMPLETE, per host replaced, as a ratio to the create above
+    (the same hosts, provisioned and joined), and the box's CPU-seconds against the create's.
 Then the cluster is deleted (seconds to gone, to both hosts free, and to both hosts bare: no
 process, no disk) and the box stopped by PID, also on failure.
 
@@ -47,7 +52,7 @@ from _box import Box, CpuMeter, free_base, median, quiet_check, state_dir  # noq
 
 from teapot import releases  # noqa: E402
 
-VERSION = "v1.36.3"
+VERSION, NEXT = releases.KUBERNETES
 IMAGE = "https://images.example/ubuntu-2404-k8s.raw"
 CHECKSUM = "ab" * 32
 MICROVERSION = {"OpenStack-API-Version": "container-infra latest"}
@@ -243,6 +248,38 @@ def create_cluster(box: Box, api: Api, spaces: dict[str, str]) -> dict:
     return out
 
 
+def upgrade_cluster(box: Box, api: Api, uuid: str) -> dict:
+    """Seconds from the upgrade's POST to UPDATE_COMPLETE and to each old host's leaving, with
+    every status reason seen, and the CPU used meanwhile."""
+    template = api("POST", "/v1/clustertemplates", expect=(201,), json={
+        "name": "bench-kube-next", "image_id": IMAGE, "coe": "kubernetes",
+        "flavor_id": "baremetal", "master_flavor_id": "baremetal",
+        "labels": {"image_checksum": CHECKSUM, "kube_tag": NEXT}})["uuid"]
+    meter = CpuMeter(box)
+    began = time.monotonic()
+    api("POST", f"/v1/clusters/{uuid}/actions/upgrade", expect=(202,),
+        json={"cluster_template": template})
+    reasons: list[str] = []
+    left: list[float] = []
+    while True:
+        c = api("GET", f"/v1/clusters/{uuid}")
+        reason = str(c.get("status_reason"))
+        if not reasons or reasons[-1] != reason:
+            reasons.append(reason)
+            say(f"  {time.monotonic() - began:6.1f} s  {reason}")
+            if reason.endswith("deprovisioned, replaced"):
+                left.append(time.monotonic() - began)
+        if c["status"] == "UPDATE_FAILED":
+            raise RuntimeError(f"cluster {uuid} UPDATE_FAILED: {reason}")
+        if c["status"] == "UPDATE_COMPLETE":
+            break
+        if time.monotonic() > began + 900:
+            raise RuntimeError(f"cluster {uuid}: not upgraded after 900 s ({' -> '.join(reasons)})")
+        time.sleep(POLL / 2)
+    return {"complete": time.monotonic() - began, "left": left, "reasons": reasons,
+            "cpu": meter.read(), "version": c.get("coe_version")}
+
+
 def delete_cluster(box: Box, api: Api, uuid: str, hosts: list[str],
                    spaces: dict[str, str]) -> dict:
     """Seconds from DELETE to the cluster gone (404), to its hosts free again (the host class's
@@ -340,6 +377,8 @@ def main() -> int:
                         help=f"also time a cold build of {VERSION} and etcd (~5 minutes or more)")
     parser.add_argument("--idle", type=float, default=60.0,
                         help="seconds between the two readings of the control plane (default 60)")
+    parser.add_argument("--upgrade", action="store_true",
+                        help=f"also upgrade the cluster to {NEXT} (a box of 3 hosts)")
     parser.add_argument("--port-base", type=int, default=None,
                         help="first of 5 consecutive loopback ports (default: a free range)")
     parser.add_argument("--keep", action="store_true", help="keep the state dir for inspection")
@@ -369,6 +408,8 @@ def main() -> int:
         result("kubernetes step, cold build, programs built", cold["bytes"] / 2**20, "MiB")
 
     # (b), (c)
+    global HOSTS
+    HOSTS = 3 if args.upgrade else HOSTS  # a free host for the master to surge onto
     port_base = args.port_base or free_base()
     with state_dir(args.keep, "teapot-bench-kube-") as path:
         say(f"teapot up --hosts {HOSTS} --port-base {port_base} --state-dir {path}")
@@ -421,6 +462,22 @@ def main() -> int:
             result("control plane CPU idle",
                    sum(second[n]["cpu"] - first[n]["cpu"] for n in both) / args.idle * 60,
                    "CPU-s/min", 2)
+
+            if args.upgrade:
+                say(f"(d) upgrading the cluster to {NEXT}")
+                upgraded = upgrade_cluster(box, api, made["uuid"])
+                result(f"cluster upgrade to UPDATE_COMPLETE ({len(upgraded['left'])} hosts "
+                       "replaced)", upgraded["complete"], "s")
+                for i, at in enumerate(upgraded["left"]):
+                    result(f"cluster upgrade, host {i + 1} replaced after", at, "s")
+                result("cluster upgrade / cluster create (to both Nodes Ready)",
+                       upgraded["complete"] / made["ready"], "x", 2)
+                result("box CPU during the upgrade", upgraded["cpu"]["box"], "CPU-s")
+                result("box CPU during the create", made["cpu"]["box"], "CPU-s")
+                result("box CPU, upgrade / create",
+                       upgraded["cpu"]["box"] / max(made["cpu"]["box"], 1e-9), "x", 2)
+                if upgraded["version"] != NEXT:
+                    raise RuntimeError(f"upgraded to {upgraded['version']}, not {NEXT}")
 
             say("deleting the cluster")
             deleted = delete_cluster(box, api, made["uuid"], made["hosts"], spaces)
