@@ -448,13 +448,22 @@ def test_node_groups_patch_and_upgrade(box, users, template):
         assert "extra" not in [g.name for g in demo.nodegroups.list(created.uuid)]
         with pytest.raises(mexc.BadRequest):
             demo.nodegroups.delete(created.uuid, "default-worker")
-        # upgrade to another template: the cluster takes its Kubernetes version
+        # upgrade to another template, as magnumclient asks: the cluster takes its Kubernetes
+        # version and replaces its hosts (test_tenant_kubernetes follows one to the end); it is
+        # deleted in the middle, which gives back every host, the surged one too
         newer = demo.cluster_templates.create(
             name="k8s-next", image_id=IMAGE, coe="kubernetes", flavor_id="baremetal",
             labels={"image_checksum": CHECKSUM, "kube_tag": "v1.37.2"})
         demo.clusters.upgrade(created.uuid, newer.uuid)
-        cluster = _wait_status(demo, created.uuid, "UPDATE_COMPLETE")
+        cluster = demo.clusters.get(created.uuid)
+        assert cluster.status == "UPDATE_IN_PROGRESS", cluster.status_reason
+        assert cluster.status_reason.startswith("upgrading"), cluster.status_reason
         assert cluster.cluster_template_id == newer.uuid and cluster.coe_version == "v1.37.2"
+        with pytest.raises(mexc.Conflict):
+            demo.clusters.upgrade(created.uuid, newer.uuid)
+        wait_for(lambda: _free_hosts(box) < free_before - 3 or
+                 demo.clusters.get(created.uuid).status != "UPDATE_IN_PROGRESS",
+                 timeout=120, what="a host claimed to surge onto")
     finally:
         demo.clusters.delete(created.uuid)
         _wait_gone(demo, created.uuid)

@@ -453,7 +453,7 @@ def test_a_stopped_worker_turns_not_ready_and_back(clusters):
 
 
 def test_an_upgrade_replaces_every_host_masters_first_and_keeps_the_clusters_data(
-        clusters, apis):
+        box, clusters, apis):
     """The demo cluster moves to a template of the next Kubernetes release. With free hosts in
     the box, each host is surged: a new one joins (the new master removes the old one's etcd
     member), is Ready, then the old one is drained and given back, masters first (the old master,
@@ -496,12 +496,14 @@ def test_an_upgrade_replaces_every_host_masters_first_and_keeps_the_clusters_dat
     kubelets = kubectl(c["kubeconfig"], "get", "nodes", "-o",
                        "jsonpath={.items[*].status.nodeInfo.kubeletVersion}").stdout.split()
     assert kubelets == [newer] * len(hosts), kubelets
-    # one etcd member per master: the old master's went with it
-    etcd = kubectl(c["kubeconfig"], "get", "pods", "-n", "kube-system", "-l", "component=etcd",
-                   "-o", "jsonpath={.items[*].spec.nodeName}").stdout.split()
+    # one etcd per master: the old master's mirror pod goes with its Node (the garbage
+    # collector of the new control plane's controller-manager, once it leads)
     masters = [h for h in hosts if apis["admin"]("GET", f"/v1/hosts/{h}")["network"]["address"]
                in shown["master_addresses"]]
-    assert etcd == masters, (etcd, masters)
+    wait_for(lambda: kubectl(c["kubeconfig"], "get", "pods", "-n", "kube-system", "-l",
+                             "component=etcd", "-o", "jsonpath={.items[*].spec.nodeName}"
+                             ).stdout.split() == masters,
+             timeout=120, interval=3, what=f"etcd on {masters} only")
     kept = kubectl(c["kubeconfig"], "get", "configmap", "before-upgrade",
                    "-o", "jsonpath={.data.kept}").stdout
     assert kept == "yes"

@@ -511,7 +511,7 @@ class ClusterReconciler:
             if not ok:
                 return self._save(row.id, generation, delay=self.timing.resync,
                                   reason=f"upgrading: waiting before {step.host} leaves: {why}")
-        refused = self._drain(row, groups, hosts, (step.host,))
+        refused = self._drain(row, groups, hosts, (step.host,), strict=True)
         if refused:
             return self._save(row.id, generation, delay=self.timing.busy * 4,
                               reason=f"upgrading: draining {step.host}: {refused}; retrying")
@@ -741,10 +741,12 @@ class ClusterReconciler:
                 out[h.name] = (ip, network_data(mac, ip, subnet, net.uuid))
         return out
 
-    def _drain(self, row: Cluster, groups, hosts, names: tuple[str, ...]) -> str | None:
+    def _drain(self, row: Cluster, groups, hosts, names: tuple[str, ...],
+               strict: bool = False) -> str | None:
         """Hosts leaving a running cluster leave its Kubernetes first (drained, Node deleted).
         Returns why it cannot be done yet; an API server that does not answer has nothing to
-        drain (a cluster being deleted or that failed is not asked)."""
+        drain (a cluster being deleted or that failed is not asked), unless `strict`: a host an
+        upgrade replaces leaves no Node behind for a host of the same name to be taken for."""
         if self.readiness != "kubernetes" or row.deleting or row.status == csm.CREATE_FAILED:
             return None
         from teapot.drivers.bootstrap import workload
@@ -755,7 +757,7 @@ class ClusterReconciler:
                 removed = workload.remove_nodes(client, self._api_address(row, groups, hosts),
                                                 list(names))
         except workload.PushError as e:
-            if "unreachable" in str(e):
+            if "unreachable" in str(e) and not strict:
                 LOG.warning("cluster %s: not drained, its API server does not answer: %s",
                             row.name, e)
                 return None
