@@ -61,6 +61,20 @@ def apis(box):
             "clouds": clouds_file}
 
 
+# The names of etcd's members, asked of the etcd on the host's loopback with the API server's etcd
+# client certificate (argv[1]: the host's /etc/kubernetes/pki, on its disk).
+ETCD_MEMBERS = """
+import json, ssl, sys, urllib.request
+pki = sys.argv[1]
+context = ssl.create_default_context(cafile=pki + "/etcd/ca.crt")
+context.load_cert_chain(pki + "/apiserver-etcd-client.crt", pki + "/apiserver-etcd-client.key")
+request = urllib.request.Request("https://127.0.0.1:2379/v3/cluster/member/list", data=b"{}",
+                                 method="POST")
+with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+    print("\\n".join(m.get("name", "") for m in json.load(answer)["members"]))
+"""
+
+
 def _openstack_env(apis) -> dict[str, str]:
     """The environment of `openstack` as a user's shell has it: the clouds file, and SHELL, which
     `coe cluster config` reads to print its export line (CI runs without one)."""
@@ -496,14 +510,15 @@ def test_an_upgrade_replaces_every_host_masters_first_and_keeps_the_clusters_dat
     kubelets = kubectl(c["kubeconfig"], "get", "nodes", "-o",
                        "jsonpath={.items[*].status.nodeInfo.kubeletVersion}").stdout.split()
     assert kubelets == [newer] * len(hosts), kubelets
-    # one etcd per master: the old master's mirror pod goes with its Node (the garbage
-    # collector of the new control plane's controller-manager, once it leads)
+    # etcd has one member per master: the old master's was removed when the new one joined
     masters = [h for h in hosts if apis["admin"]("GET", f"/v1/hosts/{h}")["network"]["address"]
                in shown["master_addresses"]]
-    wait_for(lambda: kubectl(c["kubeconfig"], "get", "pods", "-n", "kube-system", "-l",
-                             "component=etcd", "-o", "jsonpath={.items[*].spec.nodeName}"
-                             ).stdout.split() == masters,
-             timeout=120, interval=3, what=f"etcd on {masters} only")
+    pki = box.state_dir / "data" / "teapot-hosts" / "disks" / masters[0] / "etc/kubernetes/pki"
+    members = subprocess.run(
+        ["ip", "netns", "exec", clusters["fabric"].host(masters[0]).namespace, sys.executable,
+         "-c", ETCD_MEMBERS, str(pki)], capture_output=True, text=True, timeout=60)
+    assert members.returncode == 0, members.stderr
+    assert sorted(members.stdout.split()) == masters, members.stdout
     kept = kubectl(c["kubeconfig"], "get", "configmap", "before-upgrade",
                    "-o", "jsonpath={.data.kept}").stdout
     assert kept == "yes"

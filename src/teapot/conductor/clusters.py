@@ -495,9 +495,9 @@ class ClusterReconciler:
                                   reason=f"waiting for a free host: {e}")
             return self._settle(row, groups, [], csm.Settle(csm.FAILED[row.status], str(e), False),
                                 generation)
-        return self._save(row.id, generation, delay=0.0, reason=f"upgrading: a host claimed to "
-                                                                f"replace {step.surge}"
-                          if step.surge else "hosts claimed")
+        claimed = f"upgrading: a host claimed to replace {step.surge}" if step.surge \
+            else "hosts claimed"
+        return self._save(row.id, generation, delay=0.0, reason=claimed)
 
     # -- rolling upgrades ---------------------------------------------------------------------------
     def _retire(self, row: Cluster, groups, hosts, step: csm.Retire, generation: int) -> bool:
